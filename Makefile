@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make serve` (the gateway on :5000 with the shipped fr/es models) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test bench demo-models clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Serving needs no torch: onnxruntime, tokenizers, numpy, FastAPI.
+$(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.serve-deps
+
+serve: $(VENV)/.serve-deps
+	$(BIN)/glotta serve --port 5000
+
+test: $(VENV)/.test-deps
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.test-deps
+	$(BIN)/python benchmarks/serving_spine.py
+
+# Retrain the shipped demo models from the corpus in ../shared (about 15 minutes each on 2 cores).
+CORPUS ?= ../shared/corpus
+demo-models: $(VENV)/.test-deps
+	$(BIN)/python -m glotta.training.tiny_gpt --input $(CORPUS)/fr.jsonl.gz --lang fr --output model_repository/glotta-fr-tiny
+	$(BIN)/python -m glotta.training.tiny_gpt --input $(CORPUS)/es.jsonl.gz --lang es --output model_repository/glotta-es-tiny
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,67 @@
+"""The gateway's FastAPI application: routers, error handlers, request metrics and the engines' lifetime."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import errors, metrics
+from .entrypoints import health
+from .entrypoints.megatron.api_router import router as megatron_router
+from .entrypoints.openai.api_router import router as openai_router
+from .models import ModelSet
+
+_COUNTED = ("/api", "/v1/completions")
+
+
+class GenerationRoutes:
+    """Pure ASGI middleware (no buffering, so SSE streams pass straight through) for the generation routes.
+
+    It counts requests by status, and reads every body as JSON whatever its Content-Type: `curl -d '{...}'` sends
+    form encoding by default, and a user who forgot `-H` should get an answer, not a type error.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in _COUNTED:
+            return await self.app(scope, receive, send)
+        headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+        scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        status = {"code": 500}
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            metrics.REQUESTS.labels(path, str(status["code"])).inc()
+
+
+def create_app(models: ModelSet) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.started = time.time()
+        await models.start()
+        try:
+            yield
+        finally:
+            await models.stop()
+
+    app = FastAPI(title="Glotta gateway", version="0.1.0", lifespan=lifespan)
+    app.state.models = models
+    for engine in models.engines.values():
+        metrics.track(engine)
+    errors.install(app)
+    app.include_router(megatron_router)
+    app.include_router(openai_router)
+    app.include_router(health.router)
+    app.add_middleware(GenerationRoutes)
+    return app

@@ -1,0 +1,294 @@
+"""The CPU engine: ONNX Runtime with a KV cache and continuous batching.
+
+One worker thread owns the model. Between decoding steps it drops finished and cancelled rows and prefills newly
+arrived requests into the running batch, so requests join and leave at step boundaries instead of waiting behind a
+global lock (Megatron's server) or for the whole batch to finish (static batching). ONNX Runtime releases the GIL while
+it computes, so the asyncio gateway keeps serving HTTP meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+import numpy as np
+
+from .. import metrics
+from .onnx_model import KVBatch, OnnxCausalLM
+from .protocol import Chunk, EngineError, EngineUnavailable, GenerationRequest, PromptInfo
+from .sampling import Sampler, log_softmax, top_logprobs
+from .stopping import TextStopper
+from .tokenizer import IncrementalDetokenizer, Tokenizer
+
+log = logging.getLogger("glotta.engine")
+
+
+@dataclass(eq=False)
+class _Seq:
+    req: GenerationRequest
+    prompt_ids: list[int]
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+    sampler: Sampler
+    detok: IncrementalDetokenizer
+    stopper: TextStopper
+    generated: list[int] = field(default_factory=list)
+    cancelled: bool = False
+    done: bool = False
+
+
+class OnnxEngine:
+    """Serves one model folder (`glotta.json`, `tokenizer.json`, `1/model.onnx`)."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        name: str | None = None,
+        int8: bool = False,
+        threads: int | None = None,
+        max_batch: int = 64,
+        prefill_tokens: int = 4096,
+    ) -> None:
+        model_dir = Path(model_dir)
+        meta = json.loads((model_dir / "glotta.json").read_text())
+        self.name = name or meta.get("name") or model_dir.name
+        self.meta = meta
+        self.tokenizer = Tokenizer(model_dir / "tokenizer.json")
+        onnx_path = model_dir / "1" / "model.onnx"
+        if int8:
+            from glotta.export.quantize import derive_int8
+
+            onnx_path = derive_int8(onnx_path)
+        self.precision = "int8" if int8 else "fp32"
+        self.model = OnnxCausalLM(onnx_path, threads)
+        self.max_context = int(meta["n_positions"])
+        self.max_batch = max_batch
+        self.prefill_tokens = prefill_tokens
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._running: list[_Seq] = []
+        self._batch: KVBatch | None = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+        self._batch_size_metric = metrics.BATCH_SIZE.labels(self.name)
+
+    # -- protocol -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name=f"engine-{self.name}", daemon=True)
+            self._thread.start()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
+
+    def ready(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stats(self) -> dict[str, int]:
+        return {"waiting": len(self._waiting), "running": len(self._running), "steps": self.steps}
+
+    def token_strings(self, token_ids: list[int]) -> list[str]:
+        return [self.tokenizer.piece(t) for t in token_ids]
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
+        seq = self._admit(request)
+        try:
+            while True:
+                item = await seq.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            if not seq.done:  # the consumer went away: free the slot at the next step boundary
+                seq.cancelled = True
+                self._wake.set()
+
+    # -- request intake (event-loop side) -------------------------------------------------------------------------
+
+    def _admit(self, req: GenerationRequest) -> _Seq:
+        if self._thread is None:
+            raise EngineError(f"model {self.name} is not started")
+        ids = self.tokenizer.encode(req.prompt)
+        if req.add_bos:
+            ids = [self.tokenizer.eod_id, *ids]
+        if not ids:
+            raise EngineError("Empty prompts require add_BOS=true", "add_BOS")
+        if len(ids) + req.max_new_tokens > self.max_context:
+            raise EngineError(
+                f"Length of prompt + tokens_to_generate longer than allowed "
+                f"({len(ids)} + {req.max_new_tokens} > {self.max_context})",
+                "tokens_to_generate",
+            )
+        seq = _Seq(
+            req=req,
+            prompt_ids=ids,
+            loop=asyncio.get_running_loop(),
+            queue=asyncio.Queue(),
+            sampler=Sampler(req.sampling),
+            detok=IncrementalDetokenizer(self.tokenizer),
+            stopper=TextStopper(req.stop),
+        )
+        self._waiting.append(seq)
+        self._wake.set()
+        return seq
+
+    # -- worker thread --------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            if not self._running and not self._waiting:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            out: list[tuple[_Seq, Chunk | BaseException]] = []
+            admitted: list[_Seq] = []
+            try:
+                self._drop_finished()
+                admitted = self._take_waiting()
+                if admitted:
+                    self._prefill(admitted, out)
+                if self._running:
+                    self._decode(out)
+            except Exception as e:  # a broken step fails its requests, never the server
+                log.exception("engine step failed")
+                for s in {*self._running, *admitted}:
+                    if not s.done:
+                        s.done = True
+                        out.append((s, RuntimeError(f"generation failed: {e}")))
+                self._running, self._batch = [], None
+            self._deliver(out)
+        for s in [*self._running, *self._waiting]:
+            self._deliver([(s, EngineUnavailable("server is shutting down"))])
+
+    def _take_waiting(self) -> list[_Seq]:
+        taken: list[_Seq] = []
+        width = 0
+        while self._waiting and len(self._running) + len(taken) < self.max_batch:
+            s = self._waiting[0]
+            if s.cancelled:
+                self._waiting.popleft()
+                continue
+            w = max(width, len(s.prompt_ids))
+            if taken and w * (len(taken) + 1) > self.prefill_tokens:
+                break
+            taken.append(self._waiting.popleft())
+            width = w
+        return taken
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, s in enumerate(self._running) if not (s.done or s.cancelled)]
+        if len(keep) != len(self._running):
+            self._running = [self._running[i] for i in keep]
+            self._batch = self._batch.keep(keep) if keep and self._batch is not None else None
+
+    def _prefill(self, seqs: list[_Seq], out: list) -> None:
+        logits, batch = self.model.prefill([s.prompt_ids for s in seqs], self.tokenizer.eod_id)
+        width = logits.shape[1]
+        live: list[int] = []
+        for i, s in enumerate(seqs):
+            prompt = PromptInfo(token_ids=list(s.prompt_ids))
+            if s.req.prompt_logprobs:
+                n = len(s.prompt_ids)
+                lp = log_softmax(logits[i, width - n : width - 1])
+                targets = np.asarray(s.prompt_ids[1:], np.int64)
+                prompt.logprobs = lp[np.arange(n - 1), targets].astype(float).tolist()
+                if s.req.top_logprobs:
+                    prompt.top_logprobs = [self._top(row, s.req.top_logprobs) for row in lp]
+            if s.req.max_new_tokens == 0:
+                s.done = True
+                out.append((s, Chunk(prompt=prompt, finish_reason="length")))
+                continue
+            chunk = self._next_token(s, logits[i, -1])
+            chunk.prompt = prompt
+            out.append((s, chunk))
+            if not s.done:
+                live.append(i)
+        if live:
+            batch = batch.keep(live) if len(live) != len(seqs) else batch
+            self._batch = batch if self._batch is None else self._batch.merge(batch)
+            self._running.extend(seqs[i] for i in live)
+
+    def _decode(self, out: list) -> None:
+        assert self._batch is not None
+        tokens = np.array([s.generated[-1] for s in self._running], np.int64)
+        logits = self._batch.step(self.model, tokens)
+        self.steps += 1
+        self._batch_size_metric.observe(len(tokens))
+        for i, s in enumerate(self._running):
+            out.append((s, self._next_token(s, logits[i])))
+
+    def _next_token(self, s: _Seq, logits: np.ndarray) -> Chunk:
+        req = s.req
+        last = s.generated[-1] if s.generated else s.prompt_ids[-1]
+        if req.prevent_newline_after_colon and last == self.tokenizer.colon_id:
+            logits = logits.copy()
+            logits[self.tokenizer.newline_ids] = -1e10
+        token = s.sampler.choose(logits)
+        s.generated.append(token)
+        chunk = Chunk(token_ids=[token])
+        if req.logprobs or req.top_logprobs:
+            lp = log_softmax(logits[None, :])[0]
+            chunk.logprobs = [float(lp[token])]
+            if req.top_logprobs:
+                chunk.top_logprobs = [self._top(lp, req.top_logprobs)]
+        if token == self.tokenizer.eod_id and req.stop.stop_on_eod:
+            chunk.text = s.stopper.feed(s.detok.flush()) + s.stopper.flush()
+            chunk.finish_reason = "eod"
+        else:
+            chunk.text = s.stopper.feed(s.detok.add(token))
+            if s.stopper.stopped:
+                chunk.finish_reason = "stop"
+            elif len(s.generated) >= req.max_new_tokens:
+                chunk.text += s.stopper.feed(s.detok.flush()) + s.stopper.flush()
+                chunk.finish_reason = "stop" if s.stopper.stopped else "length"
+        if chunk.finish_reason is not None:
+            s.done = True
+        return chunk
+
+    def _top(self, lp_row: np.ndarray, n: int) -> dict[str, float]:
+        return {self.tokenizer.piece(t): v for t, v in top_logprobs(lp_row, n)}
+
+    @staticmethod
+    def _deliver(out: list[tuple[_Seq, Chunk | BaseException]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for s, item in out:
+            by_loop.setdefault(s.loop, []).append((s.queue, item))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
+
+
+def _put_all(items: list[tuple[asyncio.Queue, object]]) -> None:
+    for q, item in items:
+        q.put_nowait(item)
+
+
+def load_engine(model_dir: str | Path, **kwargs) -> OnnxEngine:
+    t = time.perf_counter()
+    engine = OnnxEngine(model_dir, **kwargs)
+    log.info("loaded %s (%s) in %.2fs", engine.name, engine.precision, time.perf_counter() - t)
+    return engine

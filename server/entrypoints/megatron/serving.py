@@ -1,0 +1,44 @@
+"""`PUT /api` logic: one engine request per prompt, all submitted at once so they share the running batch."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ...engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
+from ...generation import collect
+from .protocol import MegatronRequest, MegatronResponse
+
+
+def to_engine_request(req: MegatronRequest, prompt: str, index: int) -> GenerationRequest:
+    seed = None if req.random_seed == -1 else req.random_seed + index  # reproducible per prompt, batch or not
+    return GenerationRequest(
+        prompt=prompt,
+        max_new_tokens=req.tokens_to_generate,
+        sampling=SamplingParams(
+            temperature=req.temperature,
+            top_k=req.top_k,
+            top_p=req.top_p,
+            top_p_decay=req.top_p_decay,
+            top_p_bound=req.top_p_bound,
+            seed=seed,
+        ),
+        stop=StopConditions(stop_on_eol=req.stop_on_eol, stop_on_double_eol=req.stop_on_double_eol),
+        logprobs=req.logprobs,
+        prompt_logprobs=req.logprobs,
+        add_bos=req.add_BOS,
+        prevent_newline_after_colon=req.prevent_newline_after_colon,
+    )
+
+
+async def generate(engine: Engine, req: MegatronRequest) -> MegatronResponse:
+    results = await asyncio.gather(
+        *(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(req.prompts))
+    )
+    texts, segments, logprobs = [], [], []
+    for r in results:
+        ids = r.prompt_ids + r.token_ids
+        texts.append(engine.detokenize(ids))  # as Megatron: the whole sequence, EOD included when generated
+        segments.append(engine.token_strings(ids))
+        if req.logprobs:
+            logprobs.append((r.prompt_logprobs or []) + r.logprobs)
+    return MegatronResponse(text=texts, segments=segments, logprobs=logprobs if req.logprobs else None)

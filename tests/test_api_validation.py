@@ -1,0 +1,105 @@
+"""`PUT /api` rejects bad requests with a 4xx carrying Megatron's message and the field's name."""
+
+import pytest
+
+OK = {"prompts": ["Bonjour"], "tokens_to_generate": 2}
+
+CASES = [
+    ({}, "prompts argument required", "prompts"),
+    ({"prompts": ["a"], "max_len": 3}, "max_len is no longer used.  Replace with tokens_to_generate", "max_len"),
+    ({"sentences": ["a"], "prompts": ["a"]}, "sentences is no longer used.  Replace with prompts", "sentences"),
+    ({"prompts": "a"}, "prompts is not a list of strings", "prompts"),
+    ({"prompts": [1, 2]}, "prompts is not a list of strings", "prompts"),
+    ({"prompts": []}, "prompts is empty", "prompts"),
+    ({"prompts": ["a"] * 129}, "Maximum number of prompts is 128", "prompts"),
+    ({**OK, "tokens_to_generate": "5"}, "tokens_to_generate must be an integer greater than 0", "tokens_to_generate"),
+    ({**OK, "tokens_to_generate": 1.5}, "tokens_to_generate must be an integer greater than 0", "tokens_to_generate"),
+    ({**OK, "tokens_to_generate": -1}, "tokens_to_generate must be an integer greater than or equal to 0",
+     "tokens_to_generate"),
+    ({**OK, "logprobs": "yes"}, "logprobs must be a boolean value", "logprobs"),
+    ({**OK, "tokens_to_generate": 0}, "tokens_to_generate=0 implies logprobs should be True", "logprobs"),
+    ({**OK, "temperature": 0}, "temperature must be a positive number less than or equal to 100.0", "temperature"),
+    ({**OK, "temperature": 100.5}, "temperature must be a positive number less than or equal to 100.0",
+     "temperature"),
+    ({**OK, "temperature": "hot"}, "temperature must be a positive number less than or equal to 100.0",
+     "temperature"),
+    ({**OK, "top_k": 1.0}, "top_k must be an integer equal to or greater than 0 and less than or equal to 1000",
+     "top_k"),
+    ({**OK, "top_k": 1001}, "top_k must be equal to or greater than 0 and less than or equal to 1000", "top_k"),
+    ({**OK, "top_p": 1}, "top_p must be a positive float less than or equal to 1.0", "top_p"),
+    ({**OK, "top_p": 0.5, "top_k": 5}, "cannot set both top-k and top-p samplings.", "top_p"),
+    ({**OK, "top_p": 1.5}, "top_p must be less than or equal to 1.0", "top_p"),
+    ({**OK, "top_p_decay": 0.5}, "top_p_decay cannot be set without top_p", "top_p_decay"),
+    ({**OK, "top_p": 0.5, "top_p_decay": 2.0}, "top_p_decay must be less than or equal to 1.0", "top_p_decay"),
+    ({**OK, "top_p_bound": 0.1}, "top_p_bound cannot be set without top_p", "top_p_bound"),
+    ({**OK, "top_p": 0.5, "top_p_bound": 0.7}, "top_p_bound must be greater than 0 and less than top_p",
+     "top_p_bound"),
+    ({**OK, "add_BOS": 1}, "add_BOS must be a boolean value", "add_BOS"),
+    ({"prompts": [""]}, "Empty prompts require add_BOS=true", "add_BOS"),
+    ({**OK, "stop_on_eol": "true"}, "stop_on_eol must be a boolean value", "stop_on_eol"),
+    ({**OK, "stop_on_double_eol": None}, "stop_on_double_eol must be a boolean value", "stop_on_double_eol"),
+    ({**OK, "prevent_newline_after_colon": 0}, "prevent_newline_after_colon must be a boolean value",
+     "prevent_newline_after_colon"),
+    ({**OK, "random_seed": "42"}, "random_seed must be integer", "random_seed"),
+    ({**OK, "random_seed": -5}, "random_seed must be a positive integer", "random_seed"),
+    ({**OK, "no_log": "no"}, "no_log must be a boolean value", "no_log"),
+    ({**OK, "beam_width": 2}, "Beam search is no longer supported.", "beam_width"),
+    ([1, 2], "request body must be a JSON object", "body"),
+]
+
+
+@pytest.mark.parametrize("body,message,param", CASES, ids=[c[1][:40] + f"-{i}" for i, c in enumerate(CASES)])
+def test_megatron_messages(http, body, message, param):
+    r = http.put("/api", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"message": message, "param": param}
+
+
+def test_first_failure_wins_in_megatron_order(http):
+    # Both fields are wrong; Megatron checks tokens_to_generate before temperature.
+    r = http.put("/api", json={"prompts": ["a"], "tokens_to_generate": -1, "temperature": -1})
+    assert r.json()["param"] == "tokens_to_generate"
+
+
+def test_too_long_for_the_context(http):
+    r = http.put("/api", json={"prompts": ["Bonjour"], "tokens_to_generate": 100000})
+    assert r.status_code == 400
+    assert r.json()["message"].startswith("Length of prompt + tokens_to_generate longer than allowed")
+
+
+def test_malformed_json_and_unknown_model(http):
+    r = http.put("/api", content=b'{"prompts": ["a"', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["param"] == "body"
+    r = http.put("/api", json={"prompts": ["a"], "model": "glotta-xx-tiny"})
+    assert r.status_code == 404 and "glotta-xx-tiny" in r.json()["message"]
+
+
+def test_only_put(http):
+    assert http.post("/api", json=OK).status_code == 405
+
+
+def test_body_without_json_content_type_is_read_as_json(http):
+    # `curl -d '{...}'` without -H sends form encoding; the gateway still reads JSON.
+    r = http.put("/api", content=b'{"prompts": ["Bonjour"], "tokens_to_generate": 1}',
+                 headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"prompt": "a", "max_tokens": -1}, "max_tokens"),
+        ({"prompt": "a", "temperature": -0.5}, "temperature"),
+        ({"prompt": "a", "top_p": 0}, "top_p"),
+        ({"prompt": "a", "n": 2}, "n"),
+        ({"prompt": "a", "logprobs": 6}, "logprobs"),
+        ({"prompt": [], "max_tokens": 1}, "prompt"),
+        ({"max_tokens": 1}, "prompt"),
+        ({"prompt": "a", "stop": ["x"] * 17}, "stop"),
+    ],
+)
+def test_openai_validation(http, body, param):
+    r = http.post("/v1/completions", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]

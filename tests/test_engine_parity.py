@@ -1,0 +1,108 @@
+"""The ONNX engine against Hugging Face transformers on the same weights, and the INT8 derivation."""
+
+import asyncio
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from glotta.export.quantize import derive_int8
+from glotta.server.engine.onnx_engine import OnnxEngine
+from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
+
+from .conftest import build_test_model
+
+PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
+
+
+async def _run(engine, prompts, n, **kw):
+    async def one(p):
+        ids, prompt_lp = [], None
+        async for c in engine.generate(GenerationRequest(p, n, SamplingParams(top_k=1), **kw)):
+            ids += c.token_ids
+            if c.prompt is not None:
+                prompt_lp = c.prompt.logprobs
+        return ids, prompt_lp
+
+    await engine.start()
+    try:
+        return await asyncio.gather(*(one(p) for p in prompts))
+    finally:
+        await engine.stop()
+
+
+def hf_greedy(model, ids, n):
+    cfg = copy.deepcopy(model.generation_config)
+    cfg.eos_token_id, cfg.pad_token_id, cfg.do_sample = None, 0, False  # run all n steps, as the engine is told to
+    cfg.max_new_tokens = n
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             generation_config=cfg)
+    return out[0, len(ids):].tolist()
+
+
+def test_greedy_tokens_equal_hf_generate(test_model):
+    path, model, tok = test_model
+    engine = OnnxEngine(path, threads=1)
+    no_eod = StopConditions(stop_on_eod=False)
+    results = asyncio.run(_run(engine, PROMPTS, 30, stop=no_eod, prompt_logprobs=True))
+    distinct = set()
+    for prompt, (ids, prompt_lp) in zip(PROMPTS, results):
+        prompt_ids = tok.encode(prompt)
+        expected = hf_greedy(model, prompt_ids, 30)
+        assert ids == expected, prompt
+        distinct |= set(ids)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids])).logits[0]
+        ref = torch.log_softmax(logits, -1)[torch.arange(len(prompt_ids) - 1), torch.tensor(prompt_ids[1:], dtype=torch.long)]
+        np.testing.assert_allclose(prompt_lp, ref.numpy(), atol=1e-4)
+    assert len(distinct) > 20, "the test model is too repetitive to prove parity"
+
+
+def test_fp16_storage_halves_the_file_and_keeps_parity(tmp_path, test_model):
+    _, model, tok = test_model
+    from glotta.export.onnx_export import export_gpt2_onnx
+
+    fp32 = export_gpt2_onnx(model, tmp_path / "a" / "model.onnx")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    fp16 = export_gpt2_onnx(model, tmp_path / "b" / "model.onnx", fp16_weights=True)
+    assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
+    import onnxruntime as ort
+
+    ids = np.array([tok.encode("Bonjour le monde")], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(ids.shape[1])[None]}
+    sess = ort.InferenceSession(str(fp16), providers=["CPUExecutionProvider"])
+    for i in sess.get_inputs()[3:]:
+        feeds[i.name] = np.zeros((1, 4, 0, 16), np.float32)
+    logits = sess.run(["logits"], feeds)[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ids)).logits.numpy()
+    np.testing.assert_allclose(logits, ref, atol=1e-3)
+
+
+def test_eod_stops_generation(tmp_path):
+    path = tmp_path / "eod-gpt"
+    build_test_model(path, eod_always=True)
+    engine = OnnxEngine(path, threads=1)
+    (ids, _), = asyncio.run(_run(engine, ["Bonjour"], 20))
+    assert ids == [engine.tokenizer.eod_id]
+
+
+def test_int8_derivation_quantizes_every_matmul(tmp_path, test_model, monkeypatch):
+    path, _, _ = test_model
+    monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
+    q = derive_int8(path / "1" / "model.onnx")
+    assert q.is_relative_to(tmp_path / "cache")
+    ops = [n.op_type for n in onnx.load(str(q)).graph.node]
+    assert "MatMulInteger" in ops
+    assert ops.count("MatMul") <= 2 * 2  # only attention score/context products stay float (2 per layer)
+    assert derive_int8(path / "1" / "model.onnx") == q  # cached
+    engine = OnnxEngine(path, threads=1, int8=True)
+    int8 = asyncio.run(_run(engine, PROMPTS, 20))
+    fp32 = asyncio.run(_run(OnnxEngine(path, threads=1), PROMPTS, 20))
+    agree = sum(a == b for (x, _), (y, _) in zip(int8, fp32) for a, b in zip(x, y))
+    assert agree >= 0.5 * 20 * len(PROMPTS), f"INT8 agrees on only {agree} tokens"
