@@ -45,14 +45,23 @@ class GenerationRoutes:
             metrics.REQUESTS.labels(path, str(status["code"])).inc()
 
 
-def create_app(models: ModelSet) -> FastAPI:
+def create_app(models: ModelSet, grpc_port: int | None = None, grpc_host: str = "0.0.0.0") -> FastAPI:
+    """The REST app; with `grpc_port`, the `glotta.v1` gRPC service runs beside it on the same engines and loop."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.started = time.time()
         await models.start()
+        grpc_server = None
+        if grpc_port:
+            from .grpc_api.service import start_server
+
+            grpc_server = await start_server(models, grpc_port, grpc_host)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             await models.stop()
 
     app = FastAPI(title="Glotta gateway", version="0.1.0", lifespan=lifespan)

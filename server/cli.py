@@ -12,27 +12,91 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
+def _build_engines(a: argparse.Namespace, dirs: list) -> list:
+    """One engine per model: embedded ONNX Runtime, or a Triton model of the same name."""
+    if a.engine == "onnx":
+        from .engine.onnx_engine import load_engine
+
+        with console.status("loading models" + (" and deriving INT8 engines" if a.int8 else "")):
+            return [load_engine(d, int8=a.int8, threads=a.threads, max_batch=a.max_batch) for d in dirs]
+    from .engine.triton_engine import TritonEngine
+
+    return [TritonEngine(a.triton_url, d) for d in dirs]
+
+
 def _serve(a: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
-    from .engine.onnx_engine import load_engine
-    from .models import DEFAULT_MODELS, ModelNotFound, ModelSet, resolve_model
+    from .models import DEFAULT_MODELS, ModelNotFound, ModelSet, model_repository, resolve_model
+    from .triton.launcher import TritonLaunchError, TritonServer
 
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     specs = a.model or list(DEFAULT_MODELS)
+    triton = None
     try:
         dirs = [resolve_model(s) for s in specs]
-        with console.status("loading models" + (" and deriving INT8 engines" if a.int8 else "")):
-            engines = [load_engine(d, int8=a.int8, threads=a.threads, max_batch=a.max_batch) for d in dirs]
-        models = ModelSet(engines, default=a.default_model)
-    except (ModelNotFound, OSError, ValueError) as e:
+        if a.triton_url:
+            a.engine = "triton"
+        elif a.engine == "triton":  # launch our own server on the repository, with just the served models
+            triton = TritonServer(model_repository(), [d.name for d in dirs], *_ports(a.triton_base_port))
+            with console.status(f"starting tritonserver (log: {triton.log_path})"):
+                triton.start()
+            a.triton_url = triton.grpc_url
+        models = ModelSet(_build_engines(a, dirs), default=a.default_model)
+    except (ModelNotFound, TritonLaunchError, OSError, ValueError) as e:
         console.print(f"[red]error:[/] {e}")
+        if triton is not None:
+            triton.stop()
         return 2
-    names = ", ".join(f"{e.name} ({e.precision})" for e in engines)
-    console.print(f"serving {names} on http://{a.host}:{a.port} (default model: {models.default})")
-    uvicorn.run(create_app(models), host=a.host, port=a.port, log_level=a.log_level, access_log=a.access_log)
+    via = f" via Triton at {a.triton_url}" if a.engine == "triton" else ""
+    names = ", ".join(f"{e.name} ({e.precision})" for e in models.engines.values())
+    grpc = f", gRPC on :{a.grpc_port}" if a.grpc_port else ""
+    console.print(f"serving {names}{via} on http://{a.host}:{a.port}{grpc} (default model: {models.default})")
+    try:
+        uvicorn.run(create_app(models, a.grpc_port, a.host), host=a.host, port=a.port, log_level=a.log_level,
+                    access_log=a.access_log)
+    finally:
+        if triton is not None:
+            triton.stop()
     return 0
+
+
+def _ports(base: int) -> tuple[int, int, int]:
+    return base, base + 1, base + 2
+
+
+def _triton(a: argparse.Namespace) -> int:
+    from .models import model_repository, resolve_model
+    from .triton.launcher import TritonLaunchError, TritonServer, cpu_models, detached_state, stop_detached
+
+    repo = model_repository()
+    if a.action == "start":
+        if detached_state():
+            console.print("[red]error:[/] a tritonserver started by glotta is already running (`glotta triton stop`)")
+            return 2
+        try:
+            names = [resolve_model(m).name for m in a.model] if a.model else cpu_models(repo)
+            server = TritonServer(repo, names, *_ports(a.base_port)).start(detach=True)
+        except (TritonLaunchError, LookupError) as e:
+            console.print(f"[red]error:[/] {e}")
+            return 2
+        console.print(f"tritonserver pid {server.proc.pid}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+                      f"models {names}; log {server.log_path}")
+        return 0
+    if a.action == "stop":
+        console.print("stopped" if stop_detached() else "no tritonserver started by glotta is running")
+        return 0
+    state = detached_state()
+    if state is None:
+        console.print("no tritonserver started by glotta is running")
+        return 1
+    server = TritonServer(state["repository"], state["models"], state["http_port"], state["grpc_port"],
+                          state["metrics_port"], state["workdir"])
+    ok = server.ready()
+    console.print(f"pid {state['pid']}: {'ready' if ok else 'NOT ready'} — HTTP {server.http_url}, "
+                  f"gRPC {server.grpc_url}, models {state['models']}")
+    return 0 if ok else 1
 
 
 def _generate(a: argparse.Namespace) -> int:
@@ -72,9 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--int8", action="store_true", help="serve INT8 engines (derived and cached at first use)")
     s.add_argument("--threads", type=int, default=int(os.environ.get("GLOTTA_THREADS", "0")) or None)
     s.add_argument("--max-batch", type=int, default=64, help="rows in the running batch")
+    s.add_argument("--engine", choices=["onnx", "triton"], default="onnx",
+                   help="onnx: embedded ONNX Runtime; triton: start tritonserver on the repository and forward to it")
+    s.add_argument("--triton-url", help="use an external Triton (gRPC HOST:PORT) instead of starting one")
+    s.add_argument("--triton-base-port", type=int, default=8000, help="HTTP, gRPC and metrics ports of the "
+                   "launched Triton are this and the next two")
+    s.add_argument("--grpc-port", type=int, default=50051, help="glotta.v1 gRPC API port (0: off)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--access-log", action="store_true")
     s.set_defaults(func=_serve)
+
+    t = sub.add_parser("triton", help="run tritonserver on the model repository, for operators")
+    t.add_argument("action", choices=["start", "status", "stop"])
+    t.add_argument("--model", action="append", help="model to load (default: every model that runs on CPU)")
+    t.add_argument("--base-port", type=int, default=8000, help="HTTP port; gRPC and metrics take the next two")
+    t.set_defaults(func=_triton)
 
     g = sub.add_parser("generate", help="continue a prompt through a running gateway")
     g.add_argument("prompt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 
 from prometheus_client import REGISTRY, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -29,12 +29,17 @@ class _EngineCollector:
     def collect(self):
         waiting = GaugeMetricFamily("glotta_queue_depth", "Requests waiting to join the batch", labels=["model"])
         running = GaugeMetricFamily("glotta_running_requests", "Requests in the running batch", labels=["model"])
+        cancelled = CounterMetricFamily(
+            "glotta_cancelled_requests", "Requests dropped because their client went away", labels=["model"]
+        )
         for e in list(self.engines):
             s = e.stats()
             waiting.add_metric([e.name], s.get("waiting", 0))
             running.add_metric([e.name], s.get("running", 0))
+            cancelled.add_metric([e.name], s.get("cancelled", 0))
         yield waiting
         yield running
+        yield cancelled
 
 
 _collector = _EngineCollector()

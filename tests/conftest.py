@@ -27,10 +27,11 @@ def free_port() -> int:
 
 class Gateway:
     def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        cmd = [sys.executable, "-m", "glotta.server.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "glotta.server.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+               "--grpc-port", str(self.grpc_port)]
         self.proc = subprocess.Popen(
             cmd + args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
@@ -60,6 +61,26 @@ def gateway(tmp_path_factory) -> Gateway:
     """The shipped French and Spanish models behind a real uvicorn, as `glotta serve` runs them."""
     log = tmp_path_factory.mktemp("gateway") / "serve.log"
     gw = Gateway(["--model", FR, "--model", ES, "--threads", "1"], log, env={"GLOTTA_MODEL_REPOSITORY": str(REPO)})
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def triton(tmp_path_factory):
+    """A real tritonserver (the nvidia-pytriton wheel's binary) serving the CPU models of the repository."""
+    from glotta.server.triton.launcher import TritonServer
+
+    server = TritonServer(REPO, [FR, ES], free_port(), free_port(), free_port(),
+                          workdir=tmp_path_factory.mktemp("triton")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_gateway(tmp_path_factory, triton) -> Gateway:
+    log = tmp_path_factory.mktemp("gateway-triton") / "serve.log"
+    gw = Gateway(["--model", FR, "--model", ES, "--triton-url", triton.grpc_url], log,
+                 env={"GLOTTA_MODEL_REPOSITORY": str(REPO)})
     yield gw
     gw.stop()
 

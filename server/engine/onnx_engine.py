@@ -25,7 +25,7 @@ from .onnx_model import KVBatch, OnnxCausalLM
 from .protocol import Chunk, EngineError, EngineUnavailable, GenerationRequest, PromptInfo
 from .sampling import Sampler, log_softmax, top_logprobs
 from .stopping import TextStopper
-from .tokenizer import IncrementalDetokenizer, Tokenizer
+from .tokenizer import IncrementalDetokenizer, Tokenizer, encode_prompt
 
 log = logging.getLogger("glotta.engine")
 
@@ -78,6 +78,7 @@ class OnnxEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.steps = 0
+        self.cancelled = 0  # requests dropped because their client went away
         self._batch_size_metric = metrics.BATCH_SIZE.labels(self.name)
 
     # -- protocol -------------------------------------------------------------------------------------------------
@@ -99,7 +100,8 @@ class OnnxEngine:
         return self._thread is not None and self._thread.is_alive()
 
     def stats(self) -> dict[str, int]:
-        return {"waiting": len(self._waiting), "running": len(self._running), "steps": self.steps}
+        return {"waiting": len(self._waiting), "running": len(self._running), "steps": self.steps,
+                "cancelled": self.cancelled}
 
     def token_strings(self, token_ids: list[int]) -> list[str]:
         return [self.tokenizer.piece(t) for t in token_ids]
@@ -129,18 +131,8 @@ class OnnxEngine:
 
     def _admit(self, req: GenerationRequest) -> _Seq:
         if self._thread is None:
-            raise EngineError(f"model {self.name} is not started")
-        ids = self.tokenizer.encode(req.prompt)
-        if req.add_bos:
-            ids = [self.tokenizer.eod_id, *ids]
-        if not ids:
-            raise EngineError("Empty prompts require add_BOS=true", "add_BOS")
-        if len(ids) + req.max_new_tokens > self.max_context:
-            raise EngineError(
-                f"Length of prompt + tokens_to_generate longer than allowed "
-                f"({len(ids)} + {req.max_new_tokens} > {self.max_context})",
-                "tokens_to_generate",
-            )
+            raise EngineUnavailable(f"model {self.name} is not started")
+        ids = encode_prompt(self.tokenizer, req, self.max_context)
         seq = _Seq(
             req=req,
             prompt_ids=ids,
@@ -189,6 +181,7 @@ class OnnxEngine:
             s = self._waiting[0]
             if s.cancelled:
                 self._waiting.popleft()
+                self.cancelled += 1
                 continue
             w = max(width, len(s.prompt_ids))
             if taken and w * (len(taken) + 1) > self.prefill_tokens:
@@ -199,6 +192,7 @@ class OnnxEngine:
 
     def _drop_finished(self) -> None:
         keep = [i for i, s in enumerate(self._running) if not (s.done or s.cancelled)]
+        self.cancelled += sum(1 for s in self._running if s.cancelled and not s.done)
         if len(keep) != len(self._running):
             self._running = [self._running[i] for i in keep]
             self._batch = self._batch.keep(keep) if keep and self._batch is not None else None

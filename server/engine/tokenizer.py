@@ -6,6 +6,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from .protocol import EngineError, GenerationRequest
+
 EOD_TOKEN = "<|endoftext|>"
 
 
@@ -74,3 +76,19 @@ class IncrementalDetokenizer:
         full_text = self.tok.decode(self.ids[self._prefix :], self.skip_special)
         self._prefix = self._read = len(self.ids)
         return full_text[len(prefix_text) :]
+
+
+def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
+    """Prompt token ids, or the EngineError (with the field to blame) that every backend answers alike."""
+    ids = tokenizer.encode(req.prompt)
+    if req.add_bos:
+        ids = [tokenizer.eod_id, *ids]
+    if not ids:
+        raise EngineError("Empty prompts require add_BOS=true", "add_BOS")
+    if len(ids) + req.max_new_tokens > max_context:
+        raise EngineError(
+            f"Length of prompt + tokens_to_generate longer than allowed "
+            f"({len(ids)} + {req.max_new_tokens} > {max_context})",
+            "tokens_to_generate",
+        )
+    return ids

@@ -14,7 +14,7 @@ from ...generation import Completion, collect, stream
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
 
 log = logging.getLogger("glotta.server")
-_FINISH = {"eod": "stop", "stop": "stop", "length": "length"}
+FINISH_REASONS = {"eod": "stop", "stop": "stop", "length": "length"}
 
 
 def to_engine_request(req: CompletionRequest, prompt: str, index: int) -> GenerationRequest:
@@ -56,7 +56,7 @@ def _choice(engine: Engine, req: CompletionRequest, prompt: str, index: int, c: 
                 tops = [None, *(c.prompt_top_logprobs or []), *tops]
         lp = _logprobs(engine, ids, lps, tops, 0 if req.echo else len(prompt))
     text = (prompt if req.echo else "") + c.text
-    return CompletionChoice(index=index, text=text, logprobs=lp, finish_reason=_FINISH.get(c.finish_reason or ""))
+    return CompletionChoice(index=index, text=text, logprobs=lp, finish_reason=FINISH_REASONS.get(c.finish_reason or ""))
 
 
 async def complete(engine: Engine, req: CompletionRequest) -> CompletionResponse:
@@ -128,7 +128,7 @@ async def _sse_events(engine: Engine, req: CompletionRequest, prompts: list[str]
     offsets = [0 if req.echo else len(p) for p in prompts]
 
     def event(index: int, text: str, lp: Logprobs | None, finish: str | None) -> bytes:
-        choice = CompletionChoice(index=index, text=text, logprobs=lp, finish_reason=_FINISH.get(finish or ""))
+        choice = CompletionChoice(index=index, text=text, logprobs=lp, finish_reason=FINISH_REASONS.get(finish or ""))
         body = {"id": cid, "object": "text_completion", "created": created, "model": engine.name}
         return _sse(body | {"choices": [choice.model_dump()]})
 

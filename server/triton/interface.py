@@ -1,0 +1,52 @@
+"""The text-level tensor interface shared by the gateway and the Triton models behind it.
+
+The names are those of the TensorRT-LLM ensemble (`text_input`, `max_tokens`, ... → `text_output`), so one
+`TritonEngine` speaks to the CPU Python model, a TRT-LLM ensemble and the FasterTransformer ensemble alike. The CPU
+model adds optional Glotta tensors (prompt log-probs, token ids, finish reason, Megatron stop rules); the gateway
+sends an optional input only when the model declares it, and refuses a request that needs one the model lacks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# name: (Triton datatype, numpy dtype, dims)
+STANDARD_INPUTS = {
+    "text_input": ("BYTES", np.object_, [1]),
+    "max_tokens": ("INT32", np.int32, [1]),
+    "temperature": ("FP32", np.float32, [1]),
+    "top_k": ("INT32", np.int32, [1]),
+    "top_p": ("FP32", np.float32, [1]),
+    "seed": ("UINT64", np.uint64, [1]),
+    "stop_words": ("BYTES", np.object_, [-1]),
+    "stream": ("BOOL", np.bool_, [1]),
+    "return_log_probs": ("BOOL", np.bool_, [1]),
+    "exclude_input_in_output": ("BOOL", np.bool_, [1]),
+}
+GLOTTA_INPUTS = {
+    "top_p_decay": ("FP32", np.float32, [1]),
+    "top_p_bound": ("FP32", np.float32, [1]),
+    "num_top_log_probs": ("INT32", np.int32, [1]),
+    "return_prompt_log_probs": ("BOOL", np.bool_, [1]),
+    "ignore_eos": ("BOOL", np.bool_, [1]),
+    "stop_on_eol": ("BOOL", np.bool_, [1]),
+    "stop_on_double_eol": ("BOOL", np.bool_, [1]),
+    "add_bos": ("BOOL", np.bool_, [1]),
+    "prevent_newline_after_colon": ("BOOL", np.bool_, [1]),
+}
+REQUIRED_INPUTS = ("text_input", "max_tokens")
+
+STANDARD_OUTPUTS = {
+    "text_output": ("BYTES", np.object_, [-1]),
+    "output_log_probs": ("FP32", np.float32, [-1]),
+}
+GLOTTA_OUTPUTS = {
+    "output_ids": ("INT32", np.int32, [-1]),
+    "top_log_probs": ("BYTES", np.object_, [-1]),  # one JSON object per generated token
+    "prompt_ids": ("INT32", np.int32, [-1]),
+    "prompt_log_probs": ("FP32", np.float32, [-1]),
+    "prompt_top_log_probs": ("BYTES", np.object_, [-1]),
+    "finish_reason": ("BYTES", np.object_, [1]),  # empty until the last response
+}
+ALL_INPUTS = {**STANDARD_INPUTS, **GLOTTA_INPUTS}
+ALL_OUTPUTS = {**STANDARD_OUTPUTS, **GLOTTA_OUTPUTS}

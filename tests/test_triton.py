@@ -1,0 +1,184 @@
+"""A real tritonserver on CPU: the repository's configs, the CPU models, the gateway in front, outages."""
+
+import json
+import queue
+import re
+import time
+from functools import partial
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from glotta.server.grpc_api import load_stubs
+from glotta.server.triton.configs import MODEL_PY, render_cpu_config
+from glotta.server.triton.launcher import TritonServer
+
+from .conftest import ES, FR, REPO, Gateway, free_port
+
+PROMPTS = ["Il était une fois une tortue qui vivait dans ", "Pour installer un paquet, utilisez la commande", "Le"]
+
+
+@pytest.mark.parametrize("path", sorted(REPO.rglob("config.pbtxt")), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_config_parses_with_tritons_protobuf(path: Path):
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    assert config.name == path.parent.name
+    assert config.backend or config.platform == "ensemble"
+
+
+def test_a_typo_fails_the_parse():
+    text = (REPO / FR / "config.pbtxt").read_text().replace("data_type: TYPE_INT32", "data_type: TYPE_INT23", 1)
+    with pytest.raises(text_format.ParseError):
+        text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("name", [FR, ES])
+def test_cpu_model_folders_are_what_the_generator_renders(name):
+    assert (REPO / name / "config.pbtxt").read_text() == render_cpu_config(name)
+    assert (REPO / name / "1" / "model.py").read_text() == MODEL_PY
+
+
+def test_triton_http_generate_and_metadata(triton):
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    assert client.is_server_ready() and client.is_model_ready(FR) and client.is_model_ready(ES)
+    names = {i["name"] for i in client.get_model_metadata(FR)["inputs"]}
+    assert {"text_input", "max_tokens", "temperature", "top_k", "top_p", "seed", "stop_words", "stream",
+            "return_log_probs"} <= names
+    body = {"text_input": "Le noyau", "max_tokens": 8, "top_k": 1, "return_log_probs": True}
+    out = httpx.post(f"{triton.http_url}/v2/models/{FR}/generate", json=body, timeout=60).json()
+    assert out["text_output"].startswith("Le noyau") and out["finish_reason"] in ("length", "eod")
+    assert len(out["output_log_probs"]) == len(out["output_ids"])
+    r = httpx.post(f"{triton.http_url}/v2/models/{FR}/generate", json={"text_input": "x", "max_tokens": 10**6})
+    assert r.status_code == 400 and "longer than allowed" in r.json()["error"]
+
+
+def test_triton_grpc_streaming(triton):
+    results: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    client.start_stream(callback=lambda result, error: results.put((result, error)))
+    inputs = []
+    for name, value, dtype in [("text_input", [b"Le noyau"], "BYTES"), ("max_tokens", [6], "INT32"),
+                               ("top_k", [1], "INT32"), ("stream", [True], "BOOL"),
+                               ("exclude_input_in_output", [True], "BOOL")]:
+        arr = np.array([value], dtype={"BYTES": object, "INT32": np.int32, "BOOL": bool}[dtype])
+        t = grpcclient.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr)
+        inputs.append(t)
+    client.async_stream_infer(FR, inputs)
+    deltas = []
+    while True:
+        result, error = results.get(timeout=60)
+        assert error is None, error
+        deltas.append(result.as_numpy("text_output").reshape(-1)[0].decode())
+        if result.as_numpy("finish_reason").reshape(-1)[0]:
+            break
+    client.stop_stream()
+    assert len(deltas) == 6
+    direct = httpx.post(f"{triton.http_url}/v2/models/{FR}/generate",
+                        json={"text_input": "Le noyau", "max_tokens": 6, "top_k": 1}, timeout=60).json()
+    assert "Le noyau" + "".join(deltas) == direct["text_output"]
+
+
+def test_gateway_via_triton_matches_embedded_engine(gateway, triton_gateway):
+    body = {"prompts": PROMPTS, "tokens_to_generate": 24, "top_k": 1, "logprobs": True}
+    embedded = httpx.put(gateway.url + "/api", json=body, timeout=120).json()
+    via = httpx.put(triton_gateway.url + "/api", json=body, timeout=120).json()
+    assert via["text"] == embedded["text"] and via["segments"] == embedded["segments"]
+    for a, b in zip(via["logprobs"], embedded["logprobs"]):
+        assert a == pytest.approx(b, abs=1e-4)
+    body = {"prompt": PROMPTS[0], "max_tokens": 16, "temperature": 0, "model": ES}
+    a = httpx.post(gateway.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+    b = httpx.post(triton_gateway.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+    assert a == b
+    with httpx.stream("POST", triton_gateway.url + "/v1/completions", json={**body, "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert "".join(e["choices"][0]["text"] for e in events) == a
+
+
+@pytest.mark.parametrize("which", ["gateway", "triton_gateway"])
+def test_grpc_generate_stream(which, request):
+    gw = request.getfixturevalue(which)
+    pb2, pb2_grpc = load_stubs()
+    with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        stub = pb2_grpc.TextGenerationStub(channel)
+        msg = pb2.GenerateRequest(prompt=PROMPTS[1], max_tokens=12, temperature=0, logprobs=0)
+        parts = list(stub.GenerateStream(msg, timeout=60))
+        whole = stub.Generate(msg, timeout=60)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Generate(pb2.GenerateRequest(prompt="x", top_p=1.5), timeout=60)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "top_p" in e.value.details()
+    assert "".join(p.text for p in parts) == whole.text
+    assert parts[-1].finish_reason == whole.finish_reason and parts[-1].usage.completion_tokens == 12
+    assert sum(len(p.tokens) for p in parts) == 12 and all(t.logprob <= 0 for p in parts for t in p.tokens)
+    rest = httpx.post(gw.url + "/v1/completions", json={"prompt": PROMPTS[1], "max_tokens": 12, "temperature": 0},
+                      timeout=60).json()
+    assert whole.text == rest["choices"][0]["text"]
+
+
+def _metric(url: str, name: str, model: str) -> float:
+    m = re.search(rf'^{name}\{{[^}}]*model="{model}"[^}}]*\}} (\S+)', httpx.get(url, timeout=5).text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _cancel_mid_stream(gateway_url: str) -> None:
+    body = {"prompt": "Le", "max_tokens": 400, "temperature": 0, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", gateway_url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(4)]  # two events and their blank separators
+        assert got[0].startswith("data: ")
+    # leaving the block closes the connection mid-stream
+
+
+def _wait_for(predicate, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_client_disconnect_cancels_in_the_embedded_engine(gateway):
+    url = gateway.url + "/metrics"
+    before = _metric(url, "glotta_cancelled_requests_total", FR)
+    _cancel_mid_stream(gateway.url)
+    assert _wait_for(lambda: _metric(url, "glotta_cancelled_requests_total", FR) > before, 20)
+    assert _wait_for(lambda: _metric(url, "glotta_running_requests", FR) == 0, 20)
+
+
+def test_client_disconnect_cancels_in_triton(triton, triton_gateway):
+    url = f"http://127.0.0.1:{triton.metrics_port}/metrics"
+    before = _metric(url, "glotta_engine_cancelled_total", FR)
+    _cancel_mid_stream(triton_gateway.url)
+    assert _wait_for(lambda: _metric(url, "glotta_engine_cancelled_total", FR) > before, 20)
+    assert _wait_for(lambda: _metric(url, "glotta_engine_running", FR) == 0, 20)
+
+
+def test_triton_outage_503_then_recovery(tmp_path):
+    server = TritonServer(REPO, [FR], free_port(), free_port(), free_port(), workdir=tmp_path / "t").start()
+    gw = Gateway(["--model", FR, "--triton-url", server.grpc_url], tmp_path / "serve.log",
+                 env={"GLOTTA_MODEL_REPOSITORY": str(REPO)})
+    body = {"prompts": ["Le noyau"], "tokens_to_generate": 4, "top_k": 1}
+    try:
+        with httpx.Client(base_url=gw.url, timeout=60) as http:
+            ok = http.put("/api", json=body).json()
+            server.stop()
+            assert _wait_for(lambda: http.get("/health/ready").status_code == 503, 15)
+            assert http.get("/health/ready").json()["ready"] is False
+            r = http.put("/api", json=body)
+            assert r.status_code == 503 and "unavailable" in r.json()["message"]
+            r = http.post("/v1/completions", json={"prompt": "Le", "max_tokens": 3, "stream": True})
+            assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+            assert http.get("/health/live").status_code == 200
+            server.start()
+            assert _wait_for(lambda: http.get("/health/ready").status_code == 200, 30)
+            assert http.put("/api", json=body).json() == ok
+    finally:
+        gw.stop()
+        server.stop()
