@@ -26,6 +26,7 @@ test: $(VENV)/.test-deps
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/serving_spine.py
+	$(BIN)/python benchmarks/triton_gateway.py
 
 # Retrain the shipped demo models from the corpus in ../shared (about 15 minutes each on 2 cores).
 CORPUS ?= ../shared/corpus

@@ -104,7 +104,7 @@ async def http_aggregate(url: str, model: str, clients: int, requests_each: int,
 
 def start_gateway(model: str, port: int, extra: list[str]) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "glotta.server.cli", "serve", "--model", model, "--port", str(port),
-           "--host", "127.0.0.1", "--log-level", "warning", *extra]
+           "--host", "127.0.0.1", "--log-level", "warning", "--grpc-port", "0", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
@@ -127,7 +127,6 @@ def main() -> None:
     a = ap.parse_args()
 
     import torch
-
     from glotta.export.onnx_export import hf_from_onnx
     from glotta.server.engine.onnx_engine import OnnxEngine
     from glotta.server.models import resolve_model

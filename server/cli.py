@@ -101,7 +101,6 @@ def _triton(a: argparse.Namespace) -> int:
 
 def _generate(a: argparse.Namespace) -> int:
     import httpx
-
     from glotta.clients.client import GlottaClient, GlottaError
 
     try:

@@ -99,10 +99,9 @@ def build_test_model(out: Path, eod_always: bool = False, seed: int = 0):
     emits a constant vector that the EOD embedding matches best, so EOD is always the most likely next token.
     """
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from glotta.export.onnx_export import export_gpt2_onnx
     from glotta.server.engine.tokenizer import Tokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = Tokenizer(REPO / FR / "tokenizer.json")
     torch.manual_seed(seed)

@@ -5,9 +5,7 @@ import copy
 
 import numpy as np
 import onnx
-import pytest
 import torch
-
 from glotta.export.quantize import derive_int8
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from glotta.server.engine.protocol import SamplingParams, StopConditions
 from glotta.server.engine.sampling import Sampler, log_softmax, top_logprobs
 from glotta.server.engine.stopping import TextStopper

@@ -1,10 +1,12 @@
 """A real tritonserver on CPU: the repository's configs, the CPU models, the gateway in front, outages."""
 
 import json
+import os
 import queue
 import re
+import subprocess
+import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import grpc
@@ -13,12 +15,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
 from glotta.server.grpc_api import load_stubs
 from glotta.server.triton.configs import MODEL_PY, render_cpu_config
 from glotta.server.triton.launcher import TritonServer
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from .conftest import ES, FR, REPO, Gateway, free_port
 
@@ -182,3 +183,33 @@ def test_triton_outage_503_then_recovery(tmp_path):
     finally:
         gw.stop()
         server.stop()
+
+
+def test_operator_commands_start_status_stop(tmp_path):
+    env = {**os.environ, "GLOTTA_CACHE": str(tmp_path), "GLOTTA_MODEL_REPOSITORY": str(REPO)}
+    base = free_port()
+
+    def glotta(*args):
+        return subprocess.run([sys.executable, "-m", "glotta.server.cli", "triton", *args], env=env,
+                              capture_output=True, text=True, timeout=180)
+
+    r = glotta("start", "--model", FR, "--base-port", str(base))
+    try:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert httpx.get(f"http://127.0.0.1:{base}/v2/models/{FR}/ready").status_code == 200
+        status = glotta("status")
+        assert status.returncode == 0 and "ready" in status.stdout + status.stderr
+        again = glotta("start", "--base-port", str(base))
+        assert again.returncode == 2 and "already running" in again.stdout + again.stderr
+    finally:
+        assert glotta("stop").returncode == 0
+    assert _wait_for(lambda: not _reachable(f"http://127.0.0.1:{base}/v2/health/live"), 30)
+    assert glotta("status").returncode == 1
+
+
+def _reachable(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False

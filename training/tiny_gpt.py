@@ -106,10 +106,9 @@ def evaluate(model, blocks: np.ndarray, batch_size: int) -> float:
 
 def train(input_path: Path, lang: str, out: Path, r: Recipe) -> dict:
     import torch
+    from glotta.export.onnx_export import export_gpt2_onnx
     from tqdm import tqdm
     from transformers import GPT2Config, GPT2LMHeadModel
-
-    from glotta.export.onnx_export import export_gpt2_onnx
 
     torch.manual_seed(r.seed)
     rng = np.random.default_rng(r.seed)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import metrics
 from .onnx_model import KVBatch, OnnxCausalLM
-from .protocol import Chunk, EngineError, EngineUnavailable, GenerationRequest, PromptInfo
+from .protocol import Chunk, EngineUnavailable, GenerationRequest, PromptInfo
 from .sampling import Sampler, log_softmax, top_logprobs
 from .stopping import TextStopper
 from .tokenizer import IncrementalDetokenizer, Tokenizer, encode_prompt

@@ -32,13 +32,14 @@ class TritonEngine:
         meta = json.loads((model_dir / "glotta.json").read_text())
         self.name = name or meta.get("name") or model_dir.name
         self.url = url
-        self.tokenizer = Tokenizer(model_dir / "tokenizer.json")
+        self.tokenizer = Tokenizer(model_dir / meta.get("tokenizer", "tokenizer.json"))
         self.max_context = int(meta["n_positions"])
         self.precision = "triton"
         self.poll_s = poll_s
         self._client: grpcclient.InferenceServerClient | None = None
         self._inputs: set[str] = set()
         self._outputs: list[str] = []
+        self._decoupled = True
         self._ready = False
         self._inflight = 0
         self._watch: asyncio.Task | None = None
@@ -75,6 +76,9 @@ class TritonEngine:
                 meta = await self._client.get_model_metadata(self.name, as_json=True, client_timeout=2)
                 self._inputs = {i["name"] for i in meta["inputs"]}
                 self._outputs = [o["name"] for o in meta["outputs"] if o["name"] in ALL_OUTPUTS]
+                config = await self._client.get_model_config(self.name, as_json=True, client_timeout=2)
+                policy = config["config"].get("model_transaction_policy", {})
+                self._decoupled = bool(policy.get("decoupled", False))
                 log.info("triton model %s ready at %s", self.name, self.url)
             self._ready = bool(ready)
         except (InferenceServerException, grpc.RpcError, OSError) as e:
@@ -117,6 +121,8 @@ class TritonEngine:
         for name, v in values.items():
             if v is None:
                 continue
+            if name not in self._inputs and name in ("stream", "exclude_input_in_output"):
+                continue  # a non-streaming ensemble answers once, with the generated text only
             if name not in self._inputs:
                 if defaults.get(name) == v:
                     continue
@@ -149,6 +155,8 @@ class TritonEngine:
                     raise EngineError(str(error.message()))
                 chunk = self._chunk(result, first, prompt_ids)
                 first = False
+                if not self._decoupled:  # one response per request: this is the last
+                    chunk.finish_reason = chunk.finish_reason or "length"
                 yield chunk
                 if chunk.finish_reason:
                     return
@@ -172,7 +180,7 @@ class TritonEngine:
         finish = out("finish_reason")
         chunk = Chunk(
             text=b"".join(text.reshape(-1)).decode("utf-8") if text is not None else "",
-            token_ids=ids.reshape(-1).astype(int).tolist() if ids is not None else [],
+            token_ids=[i for i in ids.reshape(-1).astype(int).tolist() if i >= 0] if ids is not None else [],
             logprobs=lps.reshape(-1).astype(float).tolist() if lps is not None and lps.size else None,
             top_logprobs=[json.loads(t) for t in tops.reshape(-1)] if tops is not None and tops.size else None,
             finish_reason=(finish.reshape(-1)[0].decode() or None) if finish is not None else None,

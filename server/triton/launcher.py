@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-
 from glotta.export.quantize import cache_dir
 
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import EngineError, GenerationRequest, SamplingParams, StopConditions
 

@@ -1,0 +1,34 @@
+# Glotta on a DGX: NGC's Triton (with the TensorRT-LLM and Python backends) serving the model repository, and the
+# Glotta gateway in front of it (REST on :5000, gRPC on :50051). Triton's own ports stay open for operators.
+#   docker build -t glotta .
+#   docker run --gpus all -p 5000:5000 -p 50051:50051 glotta
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-trtllm-python-py3
+FROM ${TRITON_IMAGE}
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    GLOTTA_MODEL_REPOSITORY=/models \
+    GLOTTA_CACHE=/var/cache/glotta \
+    TRITONSERVER=/opt/tritonserver/bin/tritonserver
+
+WORKDIR /opt/glotta
+COPY pyproject.toml README.md ./
+COPY server ./server
+COPY clients ./clients
+COPY export ./export
+COPY training ./training
+# Serving extras only (no torch); the gRPC stubs are compiled now, not at the first request.
+RUN python3 -m pip install --no-cache-dir . \
+    && python3 -c "from glotta.server.grpc_api import load_stubs; load_stubs()"
+
+# Converted engines are mounted over the *-engine folders (see README, "Deploy on DGX").
+COPY model_repository /models
+
+EXPOSE 5000 50051 8000 8001 8002
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://localhost:5000/health/ready"]
+
+# `--engine triton` starts tritonserver on /models with the served models, waits for readiness, then runs the
+# gateway in front of it; extra arguments pick models, e.g. `--model glotta-fr-trtllm`.
+ENTRYPOINT ["glotta", "serve", "--engine", "triton", "--host", "0.0.0.0", "--port", "5000"]
+CMD []
