@@ -204,6 +204,7 @@ def train(input_path: Path, lang: str, out: Path, r: Recipe) -> dict:
         "final_train_loss": round(float(np.mean(losses[-50:])), 3),
         "tokenizer_seconds": round(tokenizer_s, 1),
         "train_seconds": round(train_s, 1),
+        "train_threads": torch.get_num_threads(),
         "source": input_path.name,
         "recipe": asdict(r),
     }
@@ -228,7 +229,7 @@ serving stack real end to end; it writes {lang}-looking text, not facts.
 | context | {m['n_positions']} tokens (trained on {m['recipe']['seq_len']}-token blocks) |
 | data | `{m['source']}`: {m['train_documents']:,} documents (Debian documentation in {lang}), {m['valid_documents']} held out |
 | training | {m['train_steps']:,} steps × {m['recipe']['batch_size']} × {m['recipe']['seq_len']} tokens = {m['train_tokens']:,} tokens, AdamW (β 0.9/0.95, wd {m['recipe']['weight_decay']}), cosine {m['recipe']['lr']} → {m['recipe']['min_lr']}, clip {m['recipe']['clip']} |
-| training time | {m['train_seconds'] / 60:.1f} min on 2 CPU cores (+ {m['tokenizer_seconds']:.0f} s tokenizer) |
+| training time | {m['train_seconds'] / 60:.1f} min with {m['train_threads']} CPU thread(s) (+ {m['tokenizer_seconds']:.0f} s tokenizer) |
 | validation perplexity | **{m['valid_perplexity']}** on {m['valid_tokens']:,} tokens of held-out documents (fp16-rounded weights, as shipped) |
 | final train loss | {m['final_train_loss']} |
 | engine | `1/model.onnx`: ONNX with KV cache, weights stored fp16, fp32 arithmetic; INT8 derived at first use |
