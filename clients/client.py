@@ -94,6 +94,23 @@ class GlottaClient:
         _raise_for(r)
         return [m["id"] for m in r.json()["data"]]
 
+    def templates(self) -> list[dict]:
+        r = self._http.get("/v1/templates")
+        _raise_for(r)
+        return r.json()["data"]
+
+    def template(self, name: str) -> dict:
+        r = self._http.get(f"/v1/templates/{name}")
+        _raise_for(r)
+        return r.json()
+
+    def run_template(self, name: str, inputs: dict[str, str], k: int = 0, **params) -> dict:
+        """Render and answer a prompt template; returns prompt, answer, label and label scores."""
+        body = {"inputs": inputs, "k": k} | {key: v for key, v in params.items() if v is not None}
+        r = self._http.post(f"/v1/templates/{name}/run", json=body)
+        _raise_for(r)
+        return r.json()
+
 
 class AsyncGlottaClient:
     def __init__(self, base_url: str = "http://localhost:5000", timeout: float = 120.0) -> None:
@@ -128,3 +145,14 @@ class AsyncGlottaClient:
                 event = _sse_data(line)
                 if event and event["choices"]:
                     yield event["choices"][0]["text"]
+
+    async def template(self, name: str) -> dict:
+        r = await self._http.get(f"/v1/templates/{name}")
+        _raise_for(r)
+        return r.json()
+
+    async def run_template(self, name: str, inputs: dict[str, str], k: int = 0, **params) -> dict:
+        body = {"inputs": inputs, "k": k} | {key: v for key, v in params.items() if v is not None}
+        r = await self._http.post(f"/v1/templates/{name}/run", json=body)
+        _raise_for(r)
+        return r.json()

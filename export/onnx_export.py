@@ -129,12 +129,15 @@ def hf_from_onnx(model_dir: str | Path):
 
     model_dir = Path(model_dir)
     meta = json.loads((model_dir / "glotta.json").read_text())
+    eod = meta.get("eod_id", 0)
     cfg = GPT2Config(
         vocab_size=meta["vocab_size"],
         n_positions=meta["n_positions"],
         n_embd=meta["n_embd"],
         n_layer=meta["n_layer"],
         n_head=meta["n_head"],
+        bos_token_id=eod,
+        eos_token_id=eod,
         tie_word_embeddings=True,
     )
     model = GPT2LMHeadModel(cfg)
@@ -143,8 +146,11 @@ def hf_from_onnx(model_dir: str | Path):
     for init in proto.graph.initializer:
         name = init.name.removeprefix("m.").removesuffix("_fp16")
         state[name] = torch.from_numpy(numpy_helper.to_array(init).astype(np.float32))
+    # tied embeddings are stored once, under whichever of the two names the exporter kept
+    tied = state.get("transformer.wte.weight", state.get("lm_head.weight"))
+    if tied is not None:
+        state["transformer.wte.weight"] = state["lm_head.weight"] = tied
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]  # tied to transformer.wte.weight
     unexpected = [k for k in unexpected if k.startswith("transformer.")]
     if missing or unexpected:
         raise ValueError(f"{model_dir}: ONNX weights do not match GPT-2 ({missing=}, {unexpected=})")

@@ -11,27 +11,32 @@ from . import errors, metrics
 from .entrypoints import health
 from .entrypoints.megatron.api_router import router as megatron_router
 from .entrypoints.openai.api_router import router as openai_router
+from .entrypoints.templates.api_router import router as templates_router
 from .models import ModelSet
+from .templates.library import Template, load_library
 
 _COUNTED = ("/api", "/v1/completions")
 
 
-class GenerationRoutes:
-    """Pure ASGI middleware (no buffering, so SSE streams pass straight through) for the generation routes.
+class GatewayMiddleware:
+    """Pure ASGI middleware (no buffering, so SSE streams pass straight through).
 
-    It counts requests by status, and reads every body as JSON whatever its Content-Type: `curl -d '{...}'` sends
-    form encoding by default, and a user who forgot `-H` should get an answer, not a type error.
+    It reads every POST/PUT body as JSON whatever its Content-Type (`curl -d '{...}'` sends form encoding by default,
+    and a user who forgot `-H` should get an answer, not a type error), and counts generation requests by status.
     """
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path not in _COUNTED:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
-        scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        if scope.get("method") in ("POST", "PUT"):
+            headers = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
+            scope = dict(scope, headers=[*headers, (b"content-type", b"application/json")])
+        path = scope.get("path", "")
+        if path not in _COUNTED and not path.startswith("/v1/templates/"):
+            return await self.app(scope, receive, send)
         status = {"code": 500}
 
         async def capture(message):
@@ -42,11 +47,17 @@ class GenerationRoutes:
         try:
             await self.app(scope, receive, capture)
         finally:
-            metrics.REQUESTS.labels(path, str(status["code"])).inc()
+            label = "/v1/templates/{name}/run" if path.startswith("/v1/templates/") else path
+            metrics.REQUESTS.labels(label, str(status["code"])).inc()
 
 
-def create_app(models: ModelSet, grpc_port: int | None = None, grpc_host: str = "0.0.0.0") -> FastAPI:
-    """The REST app; with `grpc_port`, the `glotta.v1` gRPC service runs beside it on the same engines and loop."""
+def create_app(models: ModelSet, grpc_port: int | None = None, grpc_host: str = "0.0.0.0",
+               templates: dict[str, Template] | None = None) -> FastAPI:
+    """The REST app; with `grpc_port`, the `glotta.v1` gRPC service runs beside it on the same engines and loop.
+
+    `templates` is the prompt-template library (default: the built-in one); load it with `load_library`, which
+    rejects an invalid file with its name and the reason, before anything starts.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -66,11 +77,13 @@ def create_app(models: ModelSet, grpc_port: int | None = None, grpc_host: str = 
 
     app = FastAPI(title="Glotta gateway", version="0.1.0", lifespan=lifespan)
     app.state.models = models
+    app.state.templates = templates if templates is not None else load_library()
     for engine in models.engines.values():
         metrics.track(engine)
     errors.install(app)
     app.include_router(megatron_router)
     app.include_router(openai_router)
+    app.include_router(templates_router)
     app.include_router(health.router)
-    app.add_middleware(GenerationRoutes)
+    app.add_middleware(GatewayMiddleware)
     return app

@@ -29,12 +29,14 @@ def _serve(a: argparse.Namespace) -> int:
 
     from .app import create_app
     from .models import DEFAULT_MODELS, ModelNotFound, ModelSet, model_repository, resolve_model
+    from .templates.library import TemplateError, load_library
     from .triton.launcher import TritonLaunchError, TritonServer
 
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     specs = a.model or list(DEFAULT_MODELS)
     triton = None
     try:
+        templates = load_library(*(a.templates or []))
         dirs = [resolve_model(s) for s in specs]
         if a.triton_url:
             a.engine = "triton"
@@ -44,7 +46,7 @@ def _serve(a: argparse.Namespace) -> int:
                 triton.start()
             a.triton_url = triton.grpc_url
         models = ModelSet(_build_engines(a, dirs), default=a.default_model)
-    except (ModelNotFound, TritonLaunchError, OSError, ValueError) as e:
+    except (ModelNotFound, TemplateError, TritonLaunchError, OSError, ValueError) as e:
         console.print(f"[red]error:[/] {e}")
         if triton is not None:
             triton.stop()
@@ -54,8 +56,8 @@ def _serve(a: argparse.Namespace) -> int:
     grpc = f", gRPC on :{a.grpc_port}" if a.grpc_port else ""
     console.print(f"serving {names}{via} on http://{a.host}:{a.port}{grpc} (default model: {models.default})")
     try:
-        uvicorn.run(create_app(models, a.grpc_port, a.host), host=a.host, port=a.port, log_level=a.log_level,
-                    access_log=a.access_log)
+        uvicorn.run(create_app(models, a.grpc_port, a.host, templates), host=a.host, port=a.port,
+                    log_level=a.log_level, access_log=a.access_log)
     finally:
         if triton is not None:
             triton.stop()
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--triton-base-port", type=int, default=8000, help="HTTP, gRPC and metrics ports of the "
                    "launched Triton are this and the next two")
     s.add_argument("--grpc-port", type=int, default=50051, help="glotta.v1 gRPC API port (0: off)")
+    s.add_argument("--templates", action="append", help="directory of your own prompt templates (repeatable)")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument("--access-log", action="store_true")
     s.set_defaults(func=_serve)
@@ -150,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", action="append", help="model to load (default: every model that runs on CPU)")
     t.add_argument("--base-port", type=int, default=8000, help="HTTP port; gRPC and metrics take the next two")
     t.set_defaults(func=_triton)
+
+    from .templates.cli import add_parser as add_prompt_parser
+
+    add_prompt_parser(sub)
 
     g = sub.add_parser("generate", help="continue a prompt through a running gateway")
     g.add_argument("prompt")

@@ -18,6 +18,14 @@ from .models import ModelNotFound
 log = logging.getLogger("glotta.server")
 
 
+class ApiError(Exception):
+    """An error a handler raises with its status, message and the field to blame."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+
 def error_response(request: Request, status: int, message: str, param: str | None, kind: str) -> JSONResponse:
     if request.url.path.startswith("/api"):
         # Megatron's own tooling reads `message` (werkzeug style); `param` names the field.
@@ -46,6 +54,10 @@ def install(app: FastAPI) -> None:
         if request.url.path.startswith("/api") and message == "request body is required":
             message, param = "prompts argument required", "prompts"
         return error_response(request, 400, message, param, "invalid_request_error")
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc.status, exc.message, exc.param, exc.kind)
 
     @app.exception_handler(EngineError)
     async def _engine(request: Request, exc: EngineError) -> JSONResponse:

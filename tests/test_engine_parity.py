@@ -104,3 +104,23 @@ def test_int8_derivation_quantizes_every_matmul(tmp_path, test_model, monkeypatc
     fp32 = asyncio.run(_run(OnnxEngine(path, threads=1), PROMPTS, 20))
     agree = sum(a == b for (x, _), (y, _) in zip(int8, fp32) for a, b in zip(x, y))
     assert agree >= 0.5 * 20 * len(PROMPTS), f"INT8 agrees on only {agree} tokens"
+
+
+def test_hf_model_rebuilt_from_the_onnx_engine(tmp_path, test_model):
+    from glotta.export.onnx_export import export_gpt2_onnx, hf_from_onnx
+
+    _, model, tok = test_model
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # trained weights: no two tensors equal (the exporter stores equal constants once)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    out = tmp_path / "m"
+    export_gpt2_onnx(model, out / "1" / "model.onnx")
+    cfg = model.config
+    meta = {"vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_embd": cfg.n_embd,
+            "n_layer": cfg.n_layer, "n_head": cfg.n_head}
+    (out / "glotta.json").write_text(__import__("json").dumps(meta))
+    rebuilt = hf_from_onnx(out)
+    ids = torch.tensor([tok.encode("Le noyau Linux démarre")])
+    with torch.no_grad():
+        assert torch.equal(rebuilt(ids).logits, model(ids).logits)

@@ -7,7 +7,10 @@ The gateway only ever sees these types: handlers build a `GenerationRequest`, it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, AsyncIterator, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
 
 
 class EngineError(Exception):
@@ -83,6 +86,7 @@ class Chunk:
 class Engine(Protocol):
     name: str
     max_context: int
+    tokenizer: "Tokenizer"  # the model's tokenizer, for what the gateway computes itself (segments, scoring)
 
     async def start(self) -> None: ...
 
