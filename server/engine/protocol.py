@@ -61,6 +61,7 @@ class GenerationRequest:
     prompt_logprobs: bool = False  # log-prob of each prompt token given its prefix (scoring)
     add_bos: bool = False
     prevent_newline_after_colon: bool = False
+    stream: bool = True  # False: the caller only wants the end, so a remote backend may answer in one message
 
 
 @dataclass

@@ -19,11 +19,18 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ..triton.interface import ALL_INPUTS, ALL_OUTPUTS
+from ..triton.interface import ALL_INPUTS, ALL_OUTPUTS, REQUIRED_INPUTS
 from .protocol import Chunk, EngineError, EngineUnavailable, GenerationRequest, PromptInfo
 from .tokenizer import Tokenizer, encode_prompt
 
 log = logging.getLogger("glotta.engine.triton")
+
+# What a model assumes when an optional input is absent (the CPU model's defaults; TRT-LLM's where they exist).
+_DEFAULTS = {"temperature": [1.0], "top_k": [0], "top_p": [0.0], "top_p_decay": [0.0], "top_p_bound": [0.0],
+             "stream": [False], "return_log_probs": [False], "exclude_input_in_output": [False],
+             "num_top_log_probs": [0], "return_prompt_log_probs": [False], "ignore_eos": [False],
+             "stop_on_eol": [False], "stop_on_double_eol": [False], "add_bos": [False],
+             "prevent_newline_after_colon": [False]}
 
 
 class TritonEngine:
@@ -92,6 +99,8 @@ class TritonEngine:
             await self._check()
 
     def _tensors(self, req: GenerationRequest) -> list[grpcclient.InferInput]:
+        """Input tensors: the required ones, and each optional one only when it differs from the model's default
+        (fewer tensors to build, send and parse on every request)."""
         s = req.sampling
         values = {
             "text_input": [req.prompt.encode("utf-8")],
@@ -103,7 +112,7 @@ class TritonEngine:
             "top_p_bound": [s.top_p_bound],
             "seed": [s.seed] if s.seed is not None else None,
             "stop_words": [w.encode("utf-8") for w in req.stop.stop_strings] or None,
-            "stream": [True],
+            "stream": [req.stream and self._decoupled],
             "return_log_probs": [req.logprobs],
             "exclude_input_in_output": [True],
             "num_top_log_probs": [req.top_logprobs],
@@ -114,18 +123,13 @@ class TritonEngine:
             "add_bos": [req.add_bos],
             "prevent_newline_after_colon": [req.prevent_newline_after_colon],
         }
-        defaults = {"top_p_decay": [0.0], "top_p_bound": [0.0], "num_top_log_probs": [0], "ignore_eos": [False],
-                    "return_prompt_log_probs": [False], "stop_on_eol": [False], "stop_on_double_eol": [False],
-                    "add_bos": [False], "prevent_newline_after_colon": [False]}
         tensors = []
         for name, v in values.items():
-            if v is None:
+            if v is None or (name not in REQUIRED_INPUTS and v == _DEFAULTS.get(name)):
                 continue
-            if name not in self._inputs and name in ("stream", "exclude_input_in_output"):
-                continue  # a non-streaming ensemble answers once, with the generated text only
             if name not in self._inputs:
-                if defaults.get(name) == v:
-                    continue
+                if name in ("stream", "exclude_input_in_output"):
+                    continue  # a non-streaming ensemble answers once, with the generated text only
                 raise EngineError(f"model {self.name} does not support `{name}`", name)
             dtype, np_dtype, _ = ALL_INPUTS[name]
             arr = np.asarray(v, dtype=np_dtype).reshape(1, -1)
@@ -134,12 +138,23 @@ class TritonEngine:
             tensors.append(t)
         return tensors
 
+    def _wanted_outputs(self, req: GenerationRequest) -> list[grpcclient.InferRequestedOutput]:
+        skip = set()
+        if not req.logprobs:
+            skip.add("output_log_probs")
+        if not req.top_logprobs:
+            skip |= {"top_log_probs", "prompt_top_log_probs"}
+        if not req.prompt_logprobs:
+            skip |= {"prompt_log_probs", "prompt_top_log_probs"}
+        return [grpcclient.InferRequestedOutput(n) for n in self._outputs if n not in skip]
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         prompt_ids = encode_prompt(self.tokenizer, request, self.max_context)
         if not self._ready or self._client is None:
             raise EngineUnavailable(f"Triton at {self.url} is not ready for {self.name}")
         tensors = self._tensors(request)
-        outputs = [grpcclient.InferRequestedOutput(n) for n in self._outputs]
+        outputs = self._wanted_outputs(request)
+        wanted = {o.name() for o in outputs}
         done = asyncio.Event()
 
         async def requests():
@@ -153,7 +168,7 @@ class TritonEngine:
             async for result, error in responses:
                 if error is not None:
                     raise EngineError(str(error.message()))
-                chunk = self._chunk(result, first, prompt_ids)
+                chunk = self._chunk(result, first, prompt_ids, wanted)
                 first = False
                 if not self._decoupled:  # one response per request: this is the last
                     chunk.finish_reason = chunk.finish_reason or "length"
@@ -169,9 +184,9 @@ class TritonEngine:
             done.set()
             responses.cancel()  # a client that went away cancels the request in Triton too
 
-    def _chunk(self, result, first: bool, prompt_ids: list[int]) -> Chunk:
+    def _chunk(self, result, first: bool, prompt_ids: list[int], wanted: set[str]) -> Chunk:
         def out(name: str):
-            return result.as_numpy(name) if name in self._outputs else None
+            return result.as_numpy(name) if name in wanted else None
 
         text = out("text_output")
         ids = out("output_ids")

@@ -7,6 +7,7 @@ to INVALID_ARGUMENT (400), NOT_FOUND (404) and UNAVAILABLE (503) with the same m
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import grpc
 from pydantic import ValidationError
@@ -54,7 +55,7 @@ class TextGeneration(pb2_grpc.TextGenerationServicer):
     async def Generate(self, msg, context):
         engine, req = await self._prepare(msg, context)
         try:
-            c = await collect(engine, to_engine_request(req, req.prompts[0], 0))
+            c = await collect(engine, replace(to_engine_request(req, req.prompts[0], 0), stream=False))
         except EngineError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
         except EngineUnavailable as e:

@@ -27,7 +27,7 @@ class TemplateAnswer:
 async def score_continuation(engine: Engine, prompt: str, continuation: str) -> float:
     """log P(continuation | prompt), summed over the continuation's tokens."""
     prompt_len = len(engine.tokenizer.encode(prompt))
-    out = await collect(engine, GenerationRequest(prompt + continuation, 0, prompt_logprobs=True))
+    out = await collect(engine, GenerationRequest(prompt + continuation, 0, prompt_logprobs=True, stream=False))
     if out.prompt_ids[:prompt_len] != engine.tokenizer.encode(prompt):
         raise EngineError(f"answer {continuation!r} merges with the end of the prompt into one token", "verbalizer")
     if len(out.prompt_ids) == prompt_len:
@@ -62,6 +62,7 @@ async def run(engine: Engine, template: Template, inputs: dict[str, str], k: int
         max_tokens or template.max_tokens,
         SamplingParams(top_k=1),
         StopConditions(stop_strings=tuple(template.stop)),
+        stream=False,
     )
     out = await collect(engine, req)
     answer = out.text.strip()

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import EngineError, GenerationRequest, SamplingParams, StopConditions
+
+CANCEL_CHECK_S = 0.02
 
 
 def _scalar(request, name: str, default):
@@ -70,20 +73,24 @@ def _tensor(name: str, values, dtype) -> "pb_utils.Tensor":
     return pb_utils.Tensor(name, np.asarray(values, dtype=dtype).reshape(1, -1))
 
 
-def _response(text: str, ids, logprobs, tops, finish: str | None, prompt=None) -> "pb_utils.InferenceResponse":
-    out = [
-        _tensor("text_output", [text.encode("utf-8")], np.object_),
-        _tensor("output_ids", ids, np.int32),
-        _tensor("output_log_probs", logprobs or [], np.float32),
-        _tensor("top_log_probs", [json.dumps(t).encode() for t in (tops or [])], np.object_),
-        _tensor("finish_reason", [(finish or "").encode()], np.object_),
-    ]
+def _response(wanted: set[str], text: str, ids, logprobs, tops, finish: str | None,
+              prompt=None) -> "pb_utils.InferenceResponse":
+    """Only the outputs the client asked for are built (each one costs serialization on every token)."""
+    values = {
+        "text_output": lambda: ([text.encode("utf-8")], np.object_),
+        "output_ids": lambda: (ids, np.int32),
+        "output_log_probs": lambda: (logprobs or [], np.float32),
+        "top_log_probs": lambda: ([json.dumps(t).encode() for t in (tops or [])], np.object_),
+        "finish_reason": lambda: ([(finish or "").encode()], np.object_),
+    }
     if prompt is not None:
-        out += [
-            _tensor("prompt_ids", prompt.token_ids, np.int32),
-            _tensor("prompt_log_probs", prompt.logprobs or [], np.float32),
-            _tensor("prompt_top_log_probs", [json.dumps(t).encode() for t in (prompt.top_logprobs or [])], np.object_),
-        ]
+        values |= {
+            "prompt_ids": lambda: (prompt.token_ids, np.int32),
+            "prompt_log_probs": lambda: (prompt.logprobs or [], np.float32),
+            "prompt_top_log_probs": lambda: ([json.dumps(t).encode() for t in (prompt.top_logprobs or [])],
+                                             np.object_),
+        }
+    out = [_tensor(name, *make()) for name, make in values.items() if not wanted or name in wanted]
     return pb_utils.InferenceResponse(output_tensors=out)
 
 
@@ -141,18 +148,23 @@ class TritonPythonModel:
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
             req, stream, exclude_input = parse_request(request)
+            wanted = set(request.requested_output_names())
             text = "" if exclude_input else req.prompt
             ids: list[int] = []
             lps: list[float] = []
             tops: list = []
             prompt = None
+            next_check = 0.0
             async for chunk in self.engine.generate(req):
-                if request.is_cancelled():
-                    sender.send(flags=final)
-                    return  # leaving the loop closes the stream: the engine drops the row
+                now = time.monotonic()
+                if now >= next_check:  # is_cancelled() is a round trip to the server: ask every 20 ms, not per token
+                    next_check = now + CANCEL_CHECK_S
+                    if request.is_cancelled():
+                        sender.send(flags=final)
+                        return  # leaving the loop closes the stream: the engine drops the row
                 if stream:
                     delta = (text if chunk.prompt is not None else "") + chunk.text
-                    resp = _response(delta, chunk.token_ids, chunk.logprobs, chunk.top_logprobs,
+                    resp = _response(wanted, delta, chunk.token_ids, chunk.logprobs, chunk.top_logprobs,
                                      chunk.finish_reason, chunk.prompt)
                     sender.send(resp, flags=final if chunk.finish_reason else 0)
                     continue
@@ -162,7 +174,7 @@ class TritonPythonModel:
                 tops += chunk.top_logprobs or []
                 prompt = chunk.prompt or prompt
                 if chunk.finish_reason:
-                    sender.send(_response(text, ids, lps, tops, chunk.finish_reason, prompt), flags=final)
+                    sender.send(_response(wanted, text, ids, lps, tops, chunk.finish_reason, prompt), flags=final)
         except EngineError as e:
             error = pb_utils.TritonError(e.message, pb_utils.TritonError.INVALID_ARG)
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)

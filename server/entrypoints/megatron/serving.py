@@ -27,6 +27,7 @@ def to_engine_request(req: MegatronRequest, prompt: str, index: int) -> Generati
         prompt_logprobs=req.logprobs,
         add_bos=req.add_BOS,
         prevent_newline_after_colon=req.prevent_newline_after_colon,
+        stream=False,
     )
 
 

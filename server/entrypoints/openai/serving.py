@@ -33,6 +33,7 @@ def to_engine_request(req: CompletionRequest, prompt: str, index: int) -> Genera
         logprobs=want_logprobs,
         top_logprobs=req.logprobs or 0,
         prompt_logprobs=want_logprobs and req.echo,
+        stream=req.stream,
     )
 
 
