@@ -154,9 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base-port", type=int, default=8000, help="HTTP port; gRPC and metrics take the next two")
     t.set_defaults(func=_triton)
 
+    from glotta.loadtests.cli import add_parser as add_loadtest_parser
+
     from .templates.cli import add_parser as add_prompt_parser
 
     add_prompt_parser(sub)
+    add_loadtest_parser(sub)
 
     g = sub.add_parser("generate", help="continue a prompt through a running gateway")
     g.add_argument("prompt")

@@ -113,9 +113,6 @@ class OnnxEngine:
     def detokenize(self, token_ids: list[int]) -> str:
         return self.tokenizer.decode(token_ids)
 
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         seq = self._admit(request)
         try:

@@ -95,6 +95,7 @@ class ModelCard(BaseModel):
     created: int = 0
     owned_by: str = "glotta"
     max_model_len: int | None = None
+    engine: str | None = Field(None, description="Glotta: fp32 | int8 (embedded ONNX Runtime) | triton")
 
 
 class ModelList(BaseModel):
