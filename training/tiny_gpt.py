@@ -60,25 +60,6 @@ def is_heldout(text: str, fraction: float) -> bool:
     return h / 2**32 < fraction
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, out: Path):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=True,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    tok.model.save(str(out))  # vocab.json + merges.txt, what Megatron's GPT2BPETokenizer reads
-    return tok
-
-
 def pack(token_lists: list[list[int]], eod: int, block: int) -> np.ndarray:
     """Megatron's sampling: documents joined with EOD, cut into fixed blocks of block+1 tokens."""
     flat = np.fromiter((t for ids in token_lists for t in (*ids, eod)), dtype=np.int64)
@@ -107,6 +88,7 @@ def evaluate(model, blocks: np.ndarray, batch_size: int) -> float:
 def train(input_path: Path, lang: str, out: Path, r: Recipe) -> dict:
     import torch
     from glotta.export.onnx_export import export_gpt2_onnx
+    from glotta.training.tokenizer import train_bpe
     from tqdm import tqdm
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -116,7 +98,7 @@ def train(input_path: Path, lang: str, out: Path, r: Recipe) -> dict:
     texts = read_texts(input_path)
     train_texts = [t for t in texts if not is_heldout(t, r.valid_fraction)]
     valid_texts = [t for t in texts if is_heldout(t, r.valid_fraction)]
-    tok = train_tokenizer(train_texts, r.vocab_size, out)
+    tok = train_bpe(train_texts, r.vocab_size, out)
     eod = tok.token_to_id(EOD)
     enc = lambda ts: [e.ids for e in tok.encode_batch(ts)]  # noqa: E731
     train_blocks = pack(enc(train_texts), eod, r.seq_len)
