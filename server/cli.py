@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -35,7 +36,12 @@ def _serve(a: argparse.Namespace) -> int:
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     specs = a.model or list(DEFAULT_MODELS)
     triton = None
+    from .limits import Limits
+
     try:
+        api_keys = _api_keys(a)
+        limits = Limits(max_body_bytes=a.max_body_bytes, max_inflight=a.max_inflight,
+                        queue_timeout_s=a.queue_timeout, request_timeout_s=a.request_timeout)
         templates = load_library(*(a.templates or []))
         dirs = [resolve_model(s) for s in specs]
         if a.triton_url:
@@ -54,14 +60,28 @@ def _serve(a: argparse.Namespace) -> int:
     via = f" via Triton at {a.triton_url}" if a.engine == "triton" else ""
     names = ", ".join(f"{e.name} ({e.precision})" for e in models.engines.values())
     grpc = f", gRPC on :{a.grpc_port}" if a.grpc_port else ""
-    console.print(f"serving {names}{via} on http://{a.host}:{a.port}{grpc} (default model: {models.default})")
+    auth = f", {len(api_keys)} API key(s) required on /api and /v1" if api_keys else ""
+    console.print(f"serving {names}{via} on http://{a.host}:{a.port}{grpc} (default model: {models.default}){auth}")
     try:
-        uvicorn.run(create_app(models, a.grpc_port, a.host, templates), host=a.host, port=a.port,
-                    log_level=a.log_level, access_log=a.access_log)
+        # SIGTERM: uvicorn stops accepting, lets in-flight requests finish for up to --drain-timeout, then the
+        # lifespan stops the engines.
+        uvicorn.run(create_app(models, a.grpc_port, a.host, templates, limits, api_keys), host=a.host, port=a.port,
+                    log_level=a.log_level, access_log=False, timeout_graceful_shutdown=a.drain_timeout)
     finally:
         if triton is not None:
             triton.stop()
     return 0
+
+
+def _api_keys(a: argparse.Namespace) -> set[str]:
+    """Keys from --api-key, $GLOTTA_API_KEYS (comma-separated) and --api-key-file (one per line, # comments)."""
+    keys = set(a.api_key or [])
+    keys |= {k.strip() for k in os.environ.get("GLOTTA_API_KEYS", "").split(",") if k.strip()}
+    if a.api_key_file:
+        for line in Path(a.api_key_file).read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                keys.add(line.strip())
+    return keys
 
 
 def _ports(base: int) -> tuple[int, int, int]:
@@ -144,8 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "launched Triton are this and the next two")
     s.add_argument("--grpc-port", type=int, default=50051, help="glotta.v1 gRPC API port (0: off)")
     s.add_argument("--templates", action="append", help="directory of your own prompt templates (repeatable)")
+    s.add_argument("--api-key", action="append", help="require `Authorization: Bearer KEY` (repeatable; also "
+                   "$GLOTTA_API_KEYS, comma-separated)")
+    s.add_argument("--api-key-file", help="file of API keys, one per line")
+    s.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, help="larger bodies get 413")
+    s.add_argument("--max-inflight", type=int, default=256, help="per model; beyond it 429 with Retry-After")
+    s.add_argument("--queue-timeout", type=float, default=60.0, help="seconds until the first token, else 504")
+    s.add_argument("--request-timeout", type=float, default=600.0, help="seconds for a whole generation, else 504")
+    s.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM, seconds to let requests finish")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    s.add_argument("--access-log", action="store_true")
     s.set_defaults(func=_serve)
 
     t = sub.add_parser("triton", help="run tritonserver on the model repository, for operators")

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from .engine.protocol import EngineError, EngineUnavailable
 from .entrypoints.megatron.protocol import FieldError
+from .limits import Overloaded, RequestTimeout
 from .models import ModelNotFound
 
 log = logging.getLogger("glotta.server")
@@ -70,6 +71,16 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(EngineUnavailable)
     async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:
         return error_response(request, 503, f"model unavailable: {exc}", None, "service_unavailable")
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        response = error_response(request, 429, str(exc), None, "overloaded")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+
+    @app.exception_handler(RequestTimeout)
+    async def _timeout(request: Request, exc: RequestTimeout) -> JSONResponse:
+        return error_response(request, 504, str(exc), None, "timeout")
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

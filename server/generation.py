@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -44,6 +45,18 @@ async def stream(engine: Engine, request: GenerationRequest) -> AsyncIterator[Ch
         yield chunk
     metrics.GENERATION_TOKENS.labels(model).inc(n_tokens)
     metrics.E2E.labels(model).observe(time.perf_counter() - start)
+
+
+async def gather_all(*aws):
+    """`asyncio.gather`, but the first failure cancels the siblings instead of leaving them generating."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def collect(engine: Engine, request: GenerationRequest) -> Completion:

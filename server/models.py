@@ -49,6 +49,13 @@ class ModelSet:
         if self.default not in self.engines:
             raise ModelNotFound(f"default model {self.default!r} is not served (served: {list(self.engines)})")
 
+    def guard(self, limits) -> None:
+        """Put every engine behind the admission limit and timeouts (see limits.py); idempotent."""
+        from .limits import GuardedEngine
+
+        self.engines = {n: e if isinstance(e, GuardedEngine) else GuardedEngine(e, limits)
+                        for n, e in self.engines.items()}
+
     def get(self, name: str | None) -> Engine:
         engine = self.engines.get(name or self.default)
         if engine is None:

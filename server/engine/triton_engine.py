@@ -166,8 +166,8 @@ class TritonEngine:
         first = True
         try:
             async for result, error in responses:
-                if error is not None:
-                    raise EngineError(str(error.message()))
+                if error is not None:  # requests are validated here first: what Triton refuses is its own trouble
+                    raise EngineUnavailable(f"Triton: {error.message()}")
                 chunk = self._chunk(result, first, prompt_ids, wanted)
                 first = False
                 if not self._decoupled:  # one response per request: this is the last

@@ -7,11 +7,10 @@ log-probability. All candidates go to the engine at once, so they share a batch.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from ..engine.protocol import Engine, EngineError, GenerationRequest, SamplingParams, StopConditions
-from ..generation import collect
+from ..generation import collect, gather_all
 from .library import Template
 
 
@@ -49,7 +48,7 @@ async def run(engine: Engine, template: Template, inputs: dict[str, str], k: int
         if not template.verbalizer:
             raise EngineError(f"template {template.name} has no verbalizer: it can only generate", "mode")
         words = [(label, w) for label, ws in template.verbalizer.items() for w in ws]
-        scores = await asyncio.gather(*(score_continuation(engine, prompt, _answer_word(w)) for _, w in words))
+        scores = await gather_all(*(score_continuation(engine, prompt, _answer_word(w)) for _, w in words))
         word_scores = {w: s for (_, w), s in zip(words, scores)}
         by_label: dict[str, float] = {}
         for (label, _), s in zip(words, scores):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from ...engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
-from ...generation import collect
+from ...generation import collect, gather_all
 from .protocol import MegatronRequest, MegatronResponse
 
 
@@ -32,7 +30,7 @@ def to_engine_request(req: MegatronRequest, prompt: str, index: int) -> Generati
 
 
 async def generate(engine: Engine, req: MegatronRequest) -> MegatronResponse:
-    results = await asyncio.gather(
+    results = await gather_all(
         *(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(req.prompts))
     )
     texts, segments, logprobs = [], [], []

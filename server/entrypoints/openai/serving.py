@@ -10,7 +10,8 @@ import uuid
 from typing import AsyncIterator
 
 from ...engine.protocol import Chunk, Engine, EngineError, GenerationRequest, SamplingParams, StopConditions
-from ...generation import Completion, collect, stream
+from ...generation import Completion, collect, gather_all, stream
+from ...limits import RequestTimeout
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
 
 log = logging.getLogger("glotta.server")
@@ -62,7 +63,7 @@ def _choice(engine: Engine, req: CompletionRequest, prompt: str, index: int, c: 
 
 async def complete(engine: Engine, req: CompletionRequest) -> CompletionResponse:
     prompts = req.prompts
-    results = await asyncio.gather(*(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)))
+    results = await gather_all(*(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)))
     prompt_tokens = sum(len(r.prompt_ids) for r in results)
     completion_tokens = sum(len(r.token_ids) for r in results)
     return CompletionResponse(
@@ -164,6 +165,8 @@ async def _sse_events(engine: Engine, req: CompletionRequest, prompts: list[str]
             yield _sse(body | {"choices": [], "usage": usage.model_dump()})
     except EngineError as e:  # after the headers went out, errors travel as an SSE event
         yield _sse({"error": {"message": e.message, "type": "invalid_request_error", "param": e.param}})
+    except RequestTimeout as e:
+        yield _sse({"error": {"message": str(e), "type": "timeout", "param": None}})
     except Exception as e:
         log.exception("stream failed")
         yield _sse({"error": {"message": f"generation failed: {type(e).__name__}", "type": "internal_error"}})
