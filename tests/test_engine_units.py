@@ -94,3 +94,11 @@ def test_top_logprobs_sorted():
     lp = log_softmax(np.array([[1.0, 3.0, 2.0, 0.0]], np.float32))[0]
     assert [i for i, _ in top_logprobs(lp, 3)] == [1, 2, 0]
     assert np.exp(lp).sum() == pytest.approx(1.0)
+
+
+def test_vanishing_temperature_is_greedy_and_degenerate_logits_do_not_crash():
+    logits = np.random.default_rng(3).normal(size=50).astype(np.float32)
+    assert Sampler(SamplingParams(temperature=5e-324, seed=1)).choose(logits) == int(np.argmax(logits))
+    bad = np.full(50, -np.inf, np.float32)
+    bad[7] = np.inf
+    assert Sampler(SamplingParams(temperature=1.0, seed=1)).choose(bad) == 7

@@ -204,3 +204,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(gateway, tmp
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:]
     assert re.search(r"\d+ generated, \d+ passed", r.stdout)
+
+
+def test_lone_surrogates_and_tiny_temperature_are_not_server_errors(http):
+    r = http.put("/api", content=b'{"prompts": ["abc \\udb5b def"], "tokens_to_generate": 2}')
+    assert r.status_code == 400 and r.json()["param"] == "prompt"
+    r = http.post("/v1/completions", content=b'{"prompt": "a", "stop": ["\\ud800"], "max_tokens": 2}')
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
+    r = http.put("/api", json={"prompts": ["Le"], "tokens_to_generate": 3, "temperature": 5e-324, "top_k": 6})
+    assert r.status_code == 200

@@ -149,3 +149,8 @@ def test_cli_eval_reports_bad_data_with_file_and_line(gateway, tmp_path):
                         gateway.url, "--data", str(data), "--output", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and f"{data}:2" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_lone_surrogate_input_is_a_422(http):
+    r = http.post("/v1/templates/sentiment-fr/run", content=b'{"inputs": {"text": "a \\udc80 b"}}')
+    assert r.status_code == 422 and r.json()["error"]["param"] == "inputs.text"

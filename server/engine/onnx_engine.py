@@ -215,7 +215,10 @@ class OnnxEngine:
                 s.done = True
                 out.append((s, Chunk(prompt=prompt, finish_reason="length")))
                 continue
-            chunk = self._next_token(s, logits[i, -1])
+            chunk = self._next_token_or_error(s, logits[i, -1])
+            if isinstance(chunk, BaseException):
+                out.append((s, chunk))
+                continue
             chunk.prompt = prompt
             out.append((s, chunk))
             if not s.done:
@@ -232,7 +235,16 @@ class OnnxEngine:
         self.steps += 1
         self._batch_size_metric.observe(len(tokens))
         for i, s in enumerate(self._running):
-            out.append((s, self._next_token(s, logits[i])))
+            out.append((s, self._next_token_or_error(s, logits[i])))
+
+    def _next_token_or_error(self, s: _Seq, logits: np.ndarray) -> Chunk | BaseException:
+        """One row's failure (its sampling, its text) fails that request only, not the batch around it."""
+        try:
+            return self._next_token(s, logits)
+        except Exception as e:
+            log.exception("request failed while choosing its next token")
+            s.done = True
+            return RuntimeError(f"generation failed: {type(e).__name__}")
 
     def _next_token(self, s: _Seq, logits: np.ndarray) -> Chunk:
         req = s.req

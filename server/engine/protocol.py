@@ -28,7 +28,7 @@ class EngineUnavailable(Exception):
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Megatron's sampling semantics: top_k == 1 or temperature == 0 is greedy; top_k and top_p do not mix."""
+    """Megatron's sampling semantics: top_k == 1 or temperature 0 is greedy; /api forbids top_k with top_p."""
 
     temperature: float = 1.0
     top_k: int = 0
@@ -39,7 +39,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.top_k == 1 or self.temperature == 0.0
+        # below 1e-5, dividing the logits by the temperature overflows: that is greedy in the limit anyway
+        return self.top_k == 1 or self.temperature < 1e-5
 
 
 @dataclass(frozen=True)

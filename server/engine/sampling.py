@@ -50,8 +50,10 @@ class Sampler:
                 if p.top_p_bound > 0.0:
                     self.top_p = max(self.top_p, p.top_p_bound)
         probs = np.exp(scaled - scaled.max())
-        probs /= probs.sum()
-        return int(self.rng.choice(probs.shape[-1], p=probs))
+        total = probs.sum()
+        if not np.isfinite(total) or total <= 0:  # degenerate logits: fall back to the most likely token
+            return int(np.argmax(logits))
+        return int(self.rng.choice(probs.shape[-1], p=probs / total))
 
     @staticmethod
     def _nucleus(scaled: np.ndarray, top_p: float) -> np.ndarray:

@@ -80,6 +80,11 @@ class IncrementalDetokenizer:
 
 def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
     """Prompt token ids, or the EngineError (with the field to blame) that every backend answers alike."""
+    for text, field in [(req.prompt, "prompt"), *((s, "stop") for s in req.stop.stop_strings)]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # JSON can carry lone surrogates ("\udb5b"), which no tokenizer can encode
+            raise EngineError(f"{field} is not valid Unicode text (lone surrogate)", field) from None
     ids = tokenizer.encode(req.prompt)
     if req.add_bos:
         ids = [tokenizer.eod_id, *ids]

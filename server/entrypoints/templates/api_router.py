@@ -46,6 +46,11 @@ async def run_template(name: str, body: TemplateRunRequest, request: Request) ->
     extra = sorted(set(body.inputs) - set(template.inputs))
     if extra:
         raise ApiError(422, f"unknown input `{extra[0]}` (template {name} takes {template.inputs})", f"inputs.{extra[0]}")
+    for key, value in body.inputs.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(422, f"input `{key}` is not valid Unicode text (lone surrogate)", f"inputs.{key}") from None
     if body.paraphrase >= len(template.patterns()):
         raise ApiError(422, f"paraphrase must be below {len(template.patterns())}", "paraphrase")
     ids = body.examples
