@@ -27,6 +27,7 @@ test: $(VENV)/.test-deps
 bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/serving_spine.py
 	$(BIN)/python benchmarks/triton_gateway.py
+	$(BIN)/python benchmarks/convert.py
 
 # Retrain the shipped demo models from the corpus in ../shared: both at once, one thread each, about 22 minutes on
 # 2 cores (the time budget is 35 minutes of which the first steps measure the pace; see the model cards).

@@ -47,6 +47,9 @@ def _serve(a: argparse.Namespace) -> int:
         if a.triton_url:
             a.engine = "triton"
         elif a.engine == "triton":  # launch our own server on the repository, with just the served models
+            if a.int8:
+                console.print("[yellow]note:[/] --int8 is for the embedded engine; a Triton model's precision is "
+                              "the `precision` parameter of its config.pbtxt")
             triton = TritonServer(model_repository(), [d.name for d in dirs], *_ports(a.triton_base_port))
             with console.status(f"starting tritonserver (log: {triton.log_path})"):
                 triton.start()
