@@ -71,7 +71,88 @@ def _data(a: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(a: argparse.Namespace) -> dict:
+    return {"tensor_parallel": a.tensor_parallel, "pipeline_parallel": a.pipeline_parallel,
+            "micro_batch_size": a.micro_batch_size, "global_batch_size": a.global_batch_size,
+            "num_attention_heads": a.num_attention_heads, "train_samples": a.train_samples, "lr": a.lr,
+            "gpu": a.gpu, "mfu": a.mfu}
+
+
+def _train(a: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .megatron_config import GPUS, ConfigError, load, validate
+    from .megatron_launch import launch_script, plan, pretrain_args
+
+    try:
+        cfg = load(a.config, _overrides(a))
+        if cfg.gpu not in GPUS:
+            raise ConfigError(f"unknown GPU {cfg.gpu!r} (known: {', '.join(GPUS)})")
+        dp = validate(cfg, a.nodes, a.gpus_per_node, a.allow_any_head_size)
+    except ValidationError as e:
+        err.print("[red]invalid configuration:[/]\n" + "\n".join(
+            f"  {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
+        return 2
+    except ConfigError as e:
+        err.print("[red]invalid configuration:[/]\n" + "\n".join(f"  {line}" for line in str(e).splitlines()))
+        return 2
+    p = plan(cfg, a.nodes, a.gpus_per_node, dp, a.tokens)
+    mem = GPUS[cfg.gpu][1]
+    t = Table(title=f"{cfg.name} on {a.nodes} node(s) × {a.gpus_per_node} {cfg.gpu}", show_header=False)
+    t.add_row("parameters", f"{p.parameters / 1e9:.3f} B ({p.params_per_gpu / 1e6:,.0f} M per GPU, "
+              f"TP {cfg.tensor_parallel} × PP {cfg.pipeline_parallel} × DP {dp})")
+    t.add_row("padded vocabulary", f"{cfg.padded_vocab():,} (from {cfg.vocab_size:,})")
+    t.add_row("head size", f"{cfg.head_size:g}")
+    t.add_row("memory per GPU", f"weights {p.weights_gb:.2f} + grads {p.grads_gb:.2f} + optimizer "
+              f"{p.optimizer_gb:.2f} + activations {p.activations_gb:.2f} = {p.total_gb:.2f} GB of {mem} GB"
+              + ("" if p.total_gb < mem else "  [red]does not fit[/]"))
+    t.add_row("tokens per step", f"{p.tokens_per_step:,} ({cfg.global_batch_size} × {cfg.seq_length})")
+    t.add_row("token budget", f"{p.tokens / 1e9:.1f} B tokens = {p.steps:,} steps")
+    t.add_row("compute", f"6·N·T = {p.flops:.3g} FLOPs → {p.days:.1f} days on {p.gpus} GPUs at MFU {cfg.mfu:.0%} "
+              f"({p.days * p.gpus / 8:.1f} 8-GPU node-days)")
+    console.print(t)
+    if a.action == "megatron":
+        if not (a.data_path and a.vocab_file and a.merge_file and a.save):
+            err.print("[red]error:[/] `glotta train megatron` needs --data-path, --vocab-file, --merge-file, --save")
+            return 2
+        args = pretrain_args(cfg, a.data_path, a.vocab_file, a.merge_file, a.save, a.tensorboard_dir)
+        try:
+            script = launch_script(cfg, args, a.megatron, a.nodes, a.gpus_per_node, a.slurm, a.hours)
+        except ValueError as e:
+            err.print(f"[red]error:[/] {e}")
+            return 2
+        out = Path(a.output)
+        out.write_text(script)
+        out.chmod(0o755)
+        run = f"sbatch {out}" if a.slurm else f"bash {out}"
+        console.print(f"wrote {out}: run it with `{run}` (Megatron-LM checkout: {a.megatron})")
+    return 0
+
+
 def add_parsers(sub) -> None:
+    tr = sub.add_parser("train", help="Megatron-LM launches for DGX clusters: plan and launch script")
+    tr.add_argument("action", choices=["plan", "megatron"])
+    tr.add_argument("config", help="preset (meme-1.7b, demo-tiny) or YAML file (may name a `preset` to extend)")
+    tr.add_argument("--nodes", type=int, default=1)
+    tr.add_argument("--gpus-per-node", type=int, default=8)
+    tr.add_argument("--tokens", type=int, help="token budget for the time estimate (default: train samples × seq)")
+    for flag, kind in [("--tensor-parallel", int), ("--pipeline-parallel", int), ("--micro-batch-size", int),
+                       ("--global-batch-size", int), ("--num-attention-heads", int), ("--train-samples", int),
+                       ("--lr", float), ("--mfu", float)]:
+        tr.add_argument(flag, type=kind, help="override the configuration's value")
+    tr.add_argument("--gpu", help="GPU type for memory and time (V100-32GB, A100-80GB, H100-80GB, ...)")
+    tr.add_argument("--allow-any-head-size", action="store_true", help="accept a head size the serving kernels lack")
+    tr.add_argument("--data-path", nargs="+", help="megatron: dataset prefixes (optionally weight prefix pairs)")
+    tr.add_argument("--vocab-file")
+    tr.add_argument("--merge-file")
+    tr.add_argument("--save", help="megatron: checkpoint directory (also --load: runs resume from it)")
+    tr.add_argument("--tensorboard-dir")
+    tr.add_argument("--megatron", default="/opt/Megatron-LM", help="Megatron-LM checkout holding pretrain_gpt.py")
+    tr.add_argument("--slurm", action="store_true", help="write an sbatch script (srun + torchrun per node)")
+    tr.add_argument("--hours", type=int, default=24, help="Slurm time limit")
+    tr.add_argument("--output", default="launch.sh")
+    tr.set_defaults(func=_train)
+
     t = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on your language")
     t.add_argument("action", choices=["train"])
     t.add_argument("--input", action="append", required=True, help="JSONL(.gz) files or globs (repeatable)")
