@@ -60,7 +60,9 @@ def start_server(variant: str, models: list[str], log_dir: Path) -> Target:
     port = _free_port()
     extra = list(VARIANTS[variant])
     if variant == "triton":
-        extra += ["--triton-base-port", str(_free_port())]
+        from glotta.server.triton.launcher import free_port_block
+
+        extra += ["--triton-base-port", str(free_port_block(3))]
     cmd = [sys.executable, "-m", "glotta.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--grpc-port", "0", "--log-level", "warning", *(a for m in models for a in ("--model", m)), *extra]
     log_dir.mkdir(parents=True, exist_ok=True)

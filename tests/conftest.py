@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from glotta.server.triton.launcher import free_port_block  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = ROOT / "model_repository"

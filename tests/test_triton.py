@@ -21,7 +21,7 @@ from glotta.server.triton.launcher import TritonServer
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from .conftest import ES, FR, REPO, Gateway, free_port
+from .conftest import ES, FR, REPO, Gateway, free_port, free_port_block
 
 PROMPTS = ["Il était une fois une tortue qui vivait dans ", "Pour installer un paquet, utilisez la commande", "Le"]
 
@@ -187,7 +187,7 @@ def test_triton_outage_503_then_recovery(tmp_path):
 
 def test_operator_commands_start_status_stop(tmp_path):
     env = {**os.environ, "GLOTTA_CACHE": str(tmp_path), "GLOTTA_MODEL_REPOSITORY": str(REPO)}
-    base = free_port()
+    base = free_port_block(3)
 
     def glotta(*args):
         return subprocess.run([sys.executable, "-m", "glotta.server.cli", "triton", *args], env=env,

@@ -88,7 +88,8 @@ def _train(a: argparse.Namespace) -> int:
         cfg = load(a.config, _overrides(a))
         if cfg.gpu not in GPUS:
             raise ConfigError(f"unknown GPU {cfg.gpu!r} (known: {', '.join(GPUS)})")
-        dp = validate(cfg, a.nodes, a.gpus_per_node, a.allow_any_head_size)
+        local = a.action == "local"  # one process: world size 1
+        dp = validate(cfg, 1 if local else a.nodes, 1 if local else a.gpus_per_node, a.allow_any_head_size)
     except ValidationError as e:
         err.print("[red]invalid configuration:[/]\n" + "\n".join(
             f"  {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()))
@@ -96,6 +97,8 @@ def _train(a: argparse.Namespace) -> int:
     except ConfigError as e:
         err.print("[red]invalid configuration:[/]\n" + "\n".join(f"  {line}" for line in str(e).splitlines()))
         return 2
+    if a.action == "local":
+        return _train_local(a, cfg)
     p = plan(cfg, a.nodes, a.gpus_per_node, dp, a.tokens)
     mem = GPUS[cfg.gpu][1]
     t = Table(title=f"{cfg.name} on {a.nodes} node(s) × {a.gpus_per_node} {cfg.gpu}", show_header=False)
@@ -129,9 +132,28 @@ def _train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _train_local(a: argparse.Namespace, cfg) -> int:
+    from .local_trainer import train
+
+    if not (a.data_path and a.save):
+        err.print("[red]error:[/] `glotta train local` needs --data-path PREFIX and --save DIR")
+        return 2
+    try:
+        losses = train(cfg, a.data_path[0], a.save, a.seed, a.max_steps)
+    except (OSError, ValueError) as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
+    if losses:
+        console.print(f"{len(losses)} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}; checkpoints and loss.png in "
+                      f"{a.save}")
+    else:
+        console.print(f"nothing to do: {a.save} already holds the last step")
+    return 0
+
+
 def add_parsers(sub) -> None:
-    tr = sub.add_parser("train", help="Megatron-LM launches for DGX clusters: plan and launch script")
-    tr.add_argument("action", choices=["plan", "megatron"])
+    tr = sub.add_parser("train", help="Megatron-LM launches (plan, megatron) and a local trainer for small GPTs")
+    tr.add_argument("action", choices=["plan", "megatron", "local"])
     tr.add_argument("config", help="preset (meme-1.7b, demo-tiny) or YAML file (may name a `preset` to extend)")
     tr.add_argument("--nodes", type=int, default=1)
     tr.add_argument("--gpus-per-node", type=int, default=8)
@@ -151,6 +173,8 @@ def add_parsers(sub) -> None:
     tr.add_argument("--slurm", action="store_true", help="write an sbatch script (srun + torchrun per node)")
     tr.add_argument("--hours", type=int, default=24, help="Slurm time limit")
     tr.add_argument("--output", default="launch.sh")
+    tr.add_argument("--max-steps", type=int, help="local: stop after this step (the run resumes from --save)")
+    tr.add_argument("--seed", type=int, default=1234)
     tr.set_defaults(func=_train)
 
     t = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on your language")

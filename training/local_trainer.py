@@ -1,0 +1,199 @@
+"""`glotta train local`: a single-machine PyTorch trainer for small GPTs, on a Megatron `.bin/.idx` dataset, writing
+Megatron-LM checkpoints. CPU, or one GPU when present.
+
+Data follow Megatron's sampling: documents (already ending in EOD when converted with --append-eod) are split into
+train/valid by the `split` ratios, shuffled per epoch with the seed, concatenated and cut into samples of seq + 1
+tokens. Optimisation follows the seed's arguments: AdamW (β1, β2, weight decay on matrices only), linear warm-up then
+cosine decay to min_lr, gradient clipping. A resumed run loads weights, optimizer, scheduler, sample position and RNG
+state, so it continues with exactly the losses of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import megatron_checkpoint as ckpt
+from .megatron_config import TrainConfig
+from .megatron_dataset import MegatronDataset
+
+
+class SampleStream:
+    """Fixed-length samples from a document range, reshuffled every epoch with a seeded RNG."""
+
+    def __init__(self, ds: MegatronDataset, docs: np.ndarray, seq: int, seed: int) -> None:
+        self.ds, self.docs, self.seq, self.seed = ds, docs, seq, seed
+        self.epoch, self.position, self._flat = -1, 0, np.zeros(0, np.int64)
+        self._next_epoch()
+
+    def _next_epoch(self) -> None:
+        self.epoch += 1
+        order = np.random.RandomState(self.seed + self.epoch).permutation(self.docs)
+        self._flat = np.concatenate([self.ds[int(i)].astype(np.int64) for i in order])
+        self.position = 0
+        if len(self._flat) < self.seq + 1:
+            raise ValueError(f"{len(self._flat)} tokens cannot make one sample of {self.seq + 1}")
+
+    def take(self, n: int) -> np.ndarray:
+        out = []
+        for _ in range(n):
+            if self.position + self.seq + 1 > len(self._flat):
+                self._next_epoch()
+            out.append(self._flat[self.position : self.position + self.seq + 1])
+            self.position += self.seq
+        return np.stack(out)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: dict) -> None:
+        self.epoch = state["epoch"] - 1
+        self._next_epoch()
+        self.position = state["position"]
+
+
+def split_documents(n: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+    ratios = [float(x) for x in split.split(",")]
+    train_end = round(n * ratios[0] / sum(ratios))
+    valid_end = train_end + max(1, round(n * ratios[1] / sum(ratios))) if len(ratios) > 1 else n
+    return np.arange(0, train_end), np.arange(train_end, min(valid_end, n))
+
+
+def lr_at(cfg: TrainConfig, samples: int) -> float:
+    """Megatron's schedule, in samples: linear warm-up, then cosine (or linear) decay to min_lr."""
+    warm, decay = cfg.lr_warmup_samples, cfg.lr_decay_samples or cfg.train_samples
+    if warm and samples < warm:
+        return cfg.lr * samples / warm
+    progress = min(1.0, (samples - warm) / max(1, decay - warm))
+    if cfg.lr_decay_style == "constant":
+        return cfg.lr
+    coeff = 0.5 * (math.cos(math.pi * progress) + 1) if cfg.lr_decay_style == "cosine" else 1 - progress
+    return cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)
+
+
+def build_model(cfg: TrainConfig, seed: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(
+        vocab_size=cfg.padded_vocab(), n_positions=cfg.max_position_embeddings or cfg.seq_length,
+        n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_attention_heads,
+        activation_function="gelu", initializer_range=cfg.init_method_std, tie_word_embeddings=True,
+    ))
+
+
+def _loss(model, batch: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=batch[:, :-1]).logits
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+
+def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_steps: int | None = None,
+          progress: bool = True) -> list[float]:
+    """Train (or resume from `save`); returns the loss of every step run in this call."""
+    from tqdm import tqdm
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ds = MegatronDataset(data_prefix)
+    train_docs, valid_docs = split_documents(len(ds), cfg.split)
+    stream = SampleStream(ds, train_docs, cfg.seq_length, seed)
+    model = build_model(cfg, seed).to(device)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0}],
+                            lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    step, history = 0, {"loss": [], "valid": []}
+    resume = ckpt.latest(save)
+    if resume is not None:
+        state = ckpt.load(resume)
+        ckpt.from_megatron(state["model"]["language_model"], model)
+        opt.load_state_dict(state["optimizer"])
+        step = state["iteration"]
+        stream.restore(state["opt_param_scheduler"]["data"])
+        history = state["opt_param_scheduler"]["history"]
+        torch.set_rng_state(state["rng_state"][0]["torch"])
+    steps = cfg.train_samples // cfg.global_batch_size
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    accumulation = cfg.global_batch_size // cfg.micro_batch_size
+    losses = []
+    bar = tqdm(total=steps, initial=step, desc=f"train {cfg.name}", disable=not progress)
+    model.train()
+    while step < steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step * cfg.global_batch_size)
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(accumulation):
+            batch = torch.from_numpy(stream.take(cfg.micro_batch_size)).to(device)
+            loss = _loss(model, batch) / accumulation
+            loss.backward()
+            total += float(loss)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        opt.step()
+        step += 1
+        losses.append(total)
+        history["loss"].append(total)
+        bar.set_postfix(loss=f"{total:.3f}")
+        bar.update()
+        if step % cfg.eval_interval == 0 or step == steps:
+            history["valid"].append([step, evaluate(model, ds, valid_docs, cfg, device)])
+        if step % cfg.save_interval == 0 or step == steps:
+            _save(save, step, model, cfg, opt, stream, history)
+    bar.close()
+    plot(history, Path(save) / "loss.png", cfg.name)
+    return losses
+
+
+def _save(save: str, step: int, model, cfg: TrainConfig, opt, stream: SampleStream, history: dict) -> None:
+    args = argparse.Namespace(
+        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, num_attention_heads=cfg.num_attention_heads,
+        seq_length=cfg.seq_length, max_position_embeddings=cfg.max_position_embeddings or cfg.seq_length,
+        padded_vocab_size=cfg.padded_vocab(), tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
+        micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size, lr=cfg.lr,
+        min_lr=cfg.min_lr, consumed_train_samples=step * cfg.global_batch_size, iteration=step,
+        tokenizer_type="GPT2BPETokenizer", glotta_config=cfg.model_dump(),
+    )
+    scheduler = {"num_steps": step * cfg.global_batch_size, "data": stream.state(), "history": history}
+    ckpt.save(save, step, model, args, opt.state_dict(), scheduler, {"torch": torch.get_rng_state()})
+
+
+@torch.no_grad()
+def evaluate(model, ds: MegatronDataset, docs: np.ndarray, cfg: TrainConfig, device: str) -> float:
+    """Mean validation loss over every full sample of the validation documents (perplexity = exp)."""
+    if len(docs) == 0:
+        return float("nan")
+    flat = np.concatenate([ds[int(i)].astype(np.int64) for i in docs])
+    n = (len(flat) - 1) // cfg.seq_length
+    if n == 0:
+        return float("nan")
+    model.eval()
+    samples = np.stack([flat[i * cfg.seq_length : i * cfg.seq_length + cfg.seq_length + 1] for i in range(n)])
+    losses = [float(_loss(model, torch.from_numpy(samples[i : i + 8]).to(device))) * len(samples[i : i + 8])
+              for i in range(0, n, 8)]
+    model.train()
+    return sum(losses) / n
+
+
+def plot(history: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(history["loss"]) + 1), history["loss"], label="train", linewidth=1)
+    if history["valid"]:
+        ax.plot(*zip(*history["valid"]), marker="o", label="valid")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    (path.with_suffix(".json")).write_text(json.dumps(history))
