@@ -190,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_prompt_parser(sub)
     add_loadtest_parser(sub)
+    from glotta.export.cli import add_parsers as add_export_parsers
     from glotta.training.cli import add_parsers as add_training_parsers
 
     add_training_parsers(sub)
+    add_export_parsers(sub)
 
     g = sub.add_parser("generate", help="continue a prompt through a running gateway")
     g.add_argument("prompt")

@@ -1,0 +1,86 @@
+"""`glotta export plan`: memory for weights and KV cache, and the minimum tensor parallelism per GPU type."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _shape(a: argparse.Namespace):
+    from .plan import ModelShape
+
+    if a.params:
+        return a.params_label or f"{a.params / 1e9:g} B parameters", ModelShape(int(a.params), a.num_layers,
+                                                                                   a.hidden_size)
+    from pathlib import Path
+
+    from glotta.training.megatron_config import load
+    from glotta.training.megatron_launch import parameters
+
+    if (Path(a.source) / "latest_checkpointed_iteration.txt").is_file():  # a Megatron checkpoint directory
+        from glotta.training import megatron_checkpoint
+
+        args = megatron_checkpoint.load(megatron_checkpoint.latest(a.source))["args"]
+        h, layers = args.hidden_size, args.num_layers
+        n = layers * (12 * h * h + 13 * h) + args.padded_vocab_size * h + args.max_position_embeddings * h + 2 * h
+        return f"{a.source} ({layers} × {h})", ModelShape(n, layers, h)
+    cfg = load(a.source)
+    return f"{cfg.name} ({cfg.num_layers} × {cfg.hidden_size})", ModelShape(parameters(cfg), cfg.num_layers,
+                                                                             cfg.hidden_size)
+
+
+def _plan(a: argparse.Namespace) -> int:
+    from .plan import GPU_MEMORY_GB, kv_bytes_per_token, min_tensor_parallel, weights_gb
+
+    if not (a.source or a.params):
+        err.print("[red]error:[/] give a training preset / YAML config, or --params N")
+        return 2
+    try:
+        label, shape = _shape(a)
+    except (ValueError, OSError) as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
+    w = weights_gb(shape.parameters)
+    t = Table(title=f"{label}: weights")
+    for col in ("precision", "GB", "formula"):
+        t.add_column(col, justify="right")
+    for precision, gb in w.items():
+        t.add_row(precision, f"{gb:,.2f}", f"{shape.parameters:,} × bytes / 1024³")
+    console.print(t)
+    per_token = kv_bytes_per_token(shape)
+    kv_gb = 0.0
+    if per_token:
+        kv_gb = per_token * a.batch * a.seq_length / 1024**3
+        console.print(f"KV cache (fp16): {per_token / 1024**2:.3f} MB per token; batch {a.batch} × {a.seq_length} "
+                      f"tokens = {kv_gb:,.2f} GB")
+    t2 = Table(title=f"minimum tensor parallel (weights + KV cache within {a.usable:.0%} of memory)")
+    t2.add_column("GPU")
+    for precision in w:
+        t2.add_column(precision, justify="right")
+    for gpu, mem in GPU_MEMORY_GB.items():
+        cells = []
+        for gb in w.values():
+            tp = min_tensor_parallel(gb, kv_gb, mem, a.usable)
+            cells.append(str(tp) if tp else "> 64")
+        t2.add_row(gpu, *cells)
+    console.print(t2)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    e = sub.add_parser("export", help="serving engines from checkpoints (so far: the memory plan)")
+    e.add_argument("action", choices=["plan"])
+    e.add_argument("source", nargs="?", help="Megatron checkpoint directory, training preset (meme-1.7b) or YAML")
+    e.add_argument("--params", type=float, help="parameter count instead of a config, e.g. 175e9")
+    e.add_argument("--params-label")
+    e.add_argument("--num-layers", type=int, help="with --params: for the KV cache")
+    e.add_argument("--hidden-size", type=int, help="with --params: for the KV cache")
+    e.add_argument("--batch", type=int, default=1)
+    e.add_argument("--seq-length", type=int, default=2048)
+    e.add_argument("--usable", type=float, default=0.9, help="fraction of GPU memory available to the model")
+    e.set_defaults(func=_plan)

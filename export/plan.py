@@ -1,0 +1,44 @@
+"""`glotta export plan`: the source talk's "executive math" for serving a GPT.
+
+Weights: parameters × bytes per weight (fp32 4, fp16 2, int8 1; 2:4 sparse fp16 keeps half the values plus 2-bit
+indices, i.e. 2/2 + 2/16 bytes per original weight). KV cache: 2 (K and V) × layers × hidden × bytes per token.
+Minimum tensor-parallel size per GPU: the smallest power of two whose share of the weights plus the KV cache of the
+requested batch fits in the usable fraction of the GPU's memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GB = 1024**3
+BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "fp16 2:4": 1.0 + 2 / 16}
+GPU_MEMORY_GB = {"V100-16GB": 16, "V100-32GB": 32, "A100-40GB": 40, "A100-80GB": 80, "H100-80GB": 80,
+                 "H200-141GB": 141}
+
+
+@dataclass
+class ModelShape:
+    parameters: int
+    num_layers: int | None = None
+    hidden_size: int | None = None
+
+
+def weights_gb(params: int) -> dict[str, float]:
+    return {precision: params * b / GB for precision, b in BYTES_PER_WEIGHT.items()}
+
+
+def kv_bytes_per_token(shape: ModelShape, bytes_per_value: float = 2.0) -> float | None:
+    if not (shape.num_layers and shape.hidden_size):
+        return None
+    return 2 * shape.num_layers * shape.hidden_size * bytes_per_value
+
+
+def min_tensor_parallel(total_gb_at_tp1: float, kv_gb: float, gpu_gb: float, usable: float = 0.9,
+                        max_tp: int = 64) -> int | None:
+    """Smallest power-of-two TP whose per-GPU share (weights and KV cache split across it) fits."""
+    tp = 1
+    while tp <= max_tp:
+        if (total_gb_at_tp1 + kv_gb) / tp <= usable * gpu_gb:
+            return tp
+        tp *= 2
+    return None
