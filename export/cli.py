@@ -72,9 +72,60 @@ def _plan(a: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(a: argparse.Namespace) -> int:
+    """`export hf` and `export onnx` from a Megatron checkpoint."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from .megatron_reader import CheckpointError, read, to_hf
+
+    if not (a.source and a.output):
+        err.print(f"[red]error:[/] `glotta export {a.action}` needs CHECKPOINT and --output")
+        return 2
+    tok_dir = Path(a.tokenizer) if a.tokenizer else None
+    vocab = a.vocab_size
+    if tok_dir is not None and vocab is None:
+        from tokenizers import Tokenizer
+
+        vocab = Tokenizer.from_file(str(tok_dir / "tokenizer.json")).get_vocab_size()
+    try:
+        merged, shape = read(a.source, vocab)
+    except (CheckpointError, OSError) as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
+    model = to_hf(merged, shape)
+    out = Path(a.output)
+    if a.action == "hf":
+        model.save_pretrained(out, safe_serialization=True)
+        if tok_dir is not None:
+            for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+                if (tok_dir / name).is_file():
+                    shutil.copy(tok_dir / name, out / name)
+        console.print(f"wrote {out} (safetensors + config{' + tokenizer' if tok_dir else ''}): {shape}")
+        return 0
+    from glotta.server.triton.configs import write_model
+
+    from .onnx_export import export_gpt2_onnx
+
+    if tok_dir is None:
+        err.print("[red]error:[/] `glotta export onnx` needs --tokenizer DIR (the served model's tokenizer)")
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    export_gpt2_onnx(model, out / "1" / "model.onnx", fp16_weights=a.fp16_storage)
+    shutil.copy(tok_dir / "tokenizer.json", out / "tokenizer.json")
+    meta = {"name": out.name, "architecture": "gpt2", "vocab_size": shape["vocab"], "n_positions": shape["positions"],
+            "n_layer": shape["layers"], "n_embd": shape["hidden"], "n_head": shape["heads"],
+            "source": str(a.source)}
+    (out / "glotta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_model(out)  # Triton config.pbtxt + 1/model.py: the folder is served by `glotta serve` and by Triton
+    console.print(f"wrote {out}: serve it with `glotta serve --model {out}` (add --int8 for the INT8 engine)")
+    return 0
+
+
 def add_parsers(sub) -> None:
-    e = sub.add_parser("export", help="serving engines from checkpoints (so far: the memory plan)")
-    e.add_argument("action", choices=["plan"])
+    e = sub.add_parser("export", help="serving plan; Megatron checkpoints → Hugging Face / ONNX model folders")
+    e.add_argument("action", choices=["plan", "hf", "onnx"])
     e.add_argument("source", nargs="?", help="Megatron checkpoint directory, training preset (meme-1.7b) or YAML")
     e.add_argument("--params", type=float, help="parameter count instead of a config, e.g. 175e9")
     e.add_argument("--params-label")
@@ -83,4 +134,8 @@ def add_parsers(sub) -> None:
     e.add_argument("--batch", type=int, default=1)
     e.add_argument("--seq-length", type=int, default=2048)
     e.add_argument("--usable", type=float, default=0.9, help="fraction of GPU memory available to the model")
-    e.set_defaults(func=_plan)
+    e.add_argument("--output", help="hf / onnx: output folder (onnx: a model_repository folder)")
+    e.add_argument("--tokenizer", help="hf / onnx: folder with tokenizer.json (also trims the vocabulary padding)")
+    e.add_argument("--vocab-size", type=int, help="true vocabulary size, to drop Megatron's padding")
+    e.add_argument("--fp16-storage", action="store_true", help="onnx: store weights in fp16 (half the file)")
+    e.set_defaults(func=lambda a: _plan(a) if a.action == "plan" else _convert(a))
