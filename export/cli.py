@@ -123,19 +123,65 @@ def _convert(a: argparse.Namespace) -> int:
     return 0
 
 
+def _sparsify(a: argparse.Namespace) -> int:
+    """`export sparsify` (prune a checkpoint 2:4, report perplexity) and `export verify-24` (check any file)."""
+    from .megatron_reader import CheckpointError, read, to_hf
+    from .sparsity import hf_matrices, perplexity, sparsify_hf, verify_path
+
+    try:
+        if a.action == "verify-24":
+            r = verify_path(a.source)
+            verdict = "[green]2:4 sparse[/]" if r.ok else "[red]not 2:4 sparse[/]"
+            console.print(f"{a.source}: {verdict} — {r.tensors} matrices, {r.groups:,} groups, {r.bad_groups:,} with "
+                          f"more than 2 non-zeros, {r.zero_fraction:.1%} zeros")
+            for o in (r.offenders or [])[:10]:
+                console.print(f"  {o}")
+            return 0 if r.ok else 1
+        if not a.output:
+            err.print("[red]error:[/] `glotta export sparsify` needs --output (a checkpoint directory)")
+            return 2
+        merged, shape = read(a.source)
+        model = to_hf(merged, shape)
+        before = perplexity(model, a.data_path, a.seq_length) if a.data_path else None
+        pruned = sparsify_hf(model)
+        after = perplexity(model, a.data_path, a.seq_length) if a.data_path else None
+    except (CheckpointError, OSError, ValueError) as e:
+        err.print(f"[red]error:[/] {e}")
+        return 2
+    from glotta.training import megatron_checkpoint
+
+    args = argparse.Namespace(num_layers=shape["layers"], hidden_size=shape["hidden"],
+                              num_attention_heads=shape["heads"], padded_vocab_size=shape["vocab"],
+                              max_position_embeddings=shape["positions"], tensor_model_parallel_size=1,
+                              pipeline_model_parallel_size=1, sparsity="2:4")
+    megatron_checkpoint.save(a.output, 1, model, args, {}, {}, {})
+    from .sparsity import check
+
+    r = check(hf_matrices(model))
+    console.print(f"pruned {pruned} matrices 2:4 ({r.zero_fraction:.1%} zeros, verifier: {'ok' if r.ok else 'FAILED'})"
+                  f" → {a.output}")
+    if before is not None:
+        console.print(f"validation perplexity on {a.data_path}: {before:.2f} dense → {after:.2f} pruned "
+                      f"(before any recovery fine-tuning: `glotta train local` on the pruned checkpoint)")
+    return 0
+
+
 def add_parsers(sub) -> None:
     e = sub.add_parser("export", help="serving plan; Megatron checkpoints → Hugging Face / ONNX model folders")
-    e.add_argument("action", choices=["plan", "hf", "onnx"])
+    e.add_argument("action", choices=["plan", "hf", "onnx", "sparsify", "verify-24"])
     e.add_argument("source", nargs="?", help="Megatron checkpoint directory, training preset (meme-1.7b) or YAML")
     e.add_argument("--params", type=float, help="parameter count instead of a config, e.g. 175e9")
     e.add_argument("--params-label")
     e.add_argument("--num-layers", type=int, help="with --params: for the KV cache")
     e.add_argument("--hidden-size", type=int, help="with --params: for the KV cache")
     e.add_argument("--batch", type=int, default=1)
-    e.add_argument("--seq-length", type=int, default=2048)
+    e.add_argument("--seq-length", type=int, default=2048, help="plan: tokens per sequence for the KV cache; "
+                   "sparsify: sample length for the perplexity")
     e.add_argument("--usable", type=float, default=0.9, help="fraction of GPU memory available to the model")
     e.add_argument("--output", help="hf / onnx: output folder (onnx: a model_repository folder)")
     e.add_argument("--tokenizer", help="hf / onnx: folder with tokenizer.json (also trims the vocabulary padding)")
     e.add_argument("--vocab-size", type=int, help="true vocabulary size, to drop Megatron's padding")
     e.add_argument("--fp16-storage", action="store_true", help="onnx: store weights in fp16 (half the file)")
-    e.set_defaults(func=lambda a: _plan(a) if a.action == "plan" else _convert(a))
+    e.add_argument("--data-path", help="sparsify: validation dataset prefix (.bin/.idx) for the perplexity")
+    handlers = {"plan": _plan, "hf": _convert, "onnx": _convert, "sparsify": _sparsify, "verify-24": _sparsify}
+    e.set_defaults(func=lambda a: handlers[a.action](a))

@@ -1,0 +1,140 @@
+"""2:4 structured sparsity: prune by magnitude along the reduction dimension, verify any checkpoint or ONNX file.
+
+In every group of 4 consecutive weights along the input (reduction) dimension at most 2 are non-zero — the pattern
+Ampere/Hopper sparse tensor cores (and TensorRT's SPARSE_WEIGHTS) accelerate. Groups run along dim 0 of GPT-2 Conv1D
+and ONNX MatMul weights ([in, out]) and along dim 1 of Megatron / nn.Linear weights ([out, in]). Embeddings and the
+tied output layer are left dense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SparsityReport:
+    tensors: int = 0
+    groups: int = 0
+    bad_groups: int = 0
+    zero_fraction: float = 0.0
+    offenders: list[str] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.tensors > 0 and self.bad_groups == 0
+
+
+def _groups(w: np.ndarray, dim: int) -> np.ndarray:
+    """[n_groups, 4] view of the weight's groups of 4 along `dim`."""
+    w = np.moveaxis(np.asarray(w), dim, -1)
+    if w.shape[-1] % 4:
+        raise ValueError(f"reduction dimension {w.shape[-1]} is not a multiple of 4")
+    return w.reshape(-1, 4)
+
+
+def prune_24(w, dim: int):
+    """Keep the 2 largest-magnitude weights of each group of 4 along `dim` (torch tensor in, torch tensor out)."""
+    import torch
+
+    moved = w.movedim(dim, -1)
+    g = moved.reshape(-1, 4)
+    keep = g.abs().topk(2, dim=-1).indices
+    mask = torch.zeros_like(g, dtype=torch.bool).scatter_(-1, keep, True)
+    return (g * mask).reshape(moved.shape).movedim(-1, dim).contiguous()
+
+
+def check(arrays: dict[str, tuple[np.ndarray, int]], zero_point: dict[str, float] | None = None) -> SparsityReport:
+    report = SparsityReport(offenders=[])
+    zeros = total = 0
+    for name, (w, dim) in arrays.items():
+        g = _groups(w.astype(np.float64) - (zero_point or {}).get(name, 0.0), dim)
+        nonzero = (g != 0).sum(axis=1)
+        bad = int((nonzero > 2).sum())
+        report.tensors += 1
+        report.groups += len(g)
+        report.bad_groups += bad
+        if bad:
+            report.offenders.append(f"{name}: {bad}/{len(g)} groups")
+        zeros += int((g == 0).sum())
+        total += g.size
+    report.zero_fraction = zeros / max(total, 1)
+    return report
+
+
+def sparsify_hf(model) -> int:
+    """Prune every transformer-block matrix of a GPT-2 model in place; returns how many were pruned."""
+    import torch
+
+    n = 0
+    with torch.no_grad():
+        for block in model.transformer.h:
+            for layer in (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj):
+                layer.weight.copy_(prune_24(layer.weight, 0))  # Conv1D: [in, out]
+                n += 1
+    return n
+
+
+def hf_matrices(model) -> dict[str, tuple[np.ndarray, int]]:
+    out = {}
+    for i, block in enumerate(model.transformer.h):
+        for name, layer in (("attn.c_attn", block.attn.c_attn), ("attn.c_proj", block.attn.c_proj),
+                            ("mlp.c_fc", block.mlp.c_fc), ("mlp.c_proj", block.mlp.c_proj)):
+            out[f"h.{i}.{name}"] = (layer.weight.detach().numpy(), 0)
+    return out
+
+
+def verify_path(path: str | Path) -> SparsityReport:
+    """Check a Megatron checkpoint directory or an ONNX file (fp32 MatMul weights, or int8 MatMulInteger weights
+    after their zero point)."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        proto = onnx.load(str(path))
+        inits = {i.name: i for i in proto.graph.initializer}
+        logits = next((o for o in proto.graph.output if o.name == "logits"), None)
+        vocab = logits.type.tensor_type.shape.dim[-1].dim_value if logits is not None else -1
+        arrays, zps = {}, {}
+        for node in proto.graph.node:
+            if node.op_type in ("MatMul", "Gemm", "MatMulInteger") and len(node.input) > 1 and node.input[1] in inits:
+                w = numpy_helper.to_array(inits[node.input[1]])
+                # the (tied) output projection [h, vocab] stays dense, whatever the exporter named it
+                if w.ndim == 2 and w.shape[0] % 4 == 0 and vocab not in w.shape:
+                    arrays[node.input[1]] = (w, 0)
+                    if node.op_type == "MatMulInteger" and len(node.input) > 3 and node.input[3] in inits:
+                        zps[node.input[1]] = float(np.asarray(numpy_helper.to_array(inits[node.input[3]])).mean())
+        return check(arrays, zps)
+    from .megatron_reader import read
+
+    merged, shape = read(path)
+    arrays = {f"layers.{k[0]}.{k[1]}": (v.float().numpy(), 1) for k, v in merged.items()
+              if isinstance(k, tuple) and k[1] in ("qkv_w", "proj_w", "fc1_w", "fc2_w")}
+    return check(arrays)
+
+
+def perplexity(model, prefix: str | Path, seq: int, max_samples: int = 64) -> float:
+    """Perplexity on a Megatron .bin/.idx dataset: documents concatenated, cut into seq + 1 samples."""
+    import math
+
+    import torch
+    from glotta.training.megatron_dataset import MegatronDataset
+
+    ds = MegatronDataset(prefix)
+    flat = np.concatenate([ds[i].astype(np.int64) for i in range(len(ds))])
+    n = min(max_samples, (len(flat) - 1) // seq)
+    if n == 0:
+        raise ValueError(f"{prefix}: fewer than {seq + 1} tokens")
+    samples = torch.from_numpy(np.stack([flat[i * seq : i * seq + seq + 1] for i in range(n)]))
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, n, 8):
+            b = samples[i : i + 8]
+            logits = model(input_ids=b[:, :-1]).logits
+            total += float(torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum"))
+    return math.exp(total / (n * seq))
