@@ -20,14 +20,14 @@ def _shape(a: argparse.Namespace):
     from pathlib import Path
 
     from glotta.training.megatron_config import load
-    from glotta.training.megatron_launch import parameters
+    from glotta.training.megatron_launch import gpt_parameters, parameters
 
     if (Path(a.source) / "latest_checkpointed_iteration.txt").is_file():  # a Megatron checkpoint directory
         from glotta.training import megatron_checkpoint
 
         args = megatron_checkpoint.load(megatron_checkpoint.latest(a.source))["args"]
         h, layers = args.hidden_size, args.num_layers
-        n = layers * (12 * h * h + 13 * h) + args.padded_vocab_size * h + args.max_position_embeddings * h + 2 * h
+        n = gpt_parameters(layers, h, args.padded_vocab_size, args.max_position_embeddings)
         return f"{a.source} ({layers} × {h})", ModelShape(n, layers, h)
     cfg = load(a.source)
     return f"{cfg.name} ({cfg.num_layers} × {cfg.hidden_size})", ModelShape(parameters(cfg), cfg.num_layers,

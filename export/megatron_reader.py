@@ -69,7 +69,7 @@ def _to_per_head(w: torch.Tensor, heads: int, version: float) -> torch.Tensor:
     return w
 
 
-def _canonical_rank(state: dict, heads_local: int, layer_offset: int) -> dict:
+def canonical_rank(state: dict, heads_local: int, layer_offset: int) -> dict:
     version = float(state.get("checkpoint_version", 0))
     model = state["model"]
     out: dict = {}
@@ -131,7 +131,7 @@ def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, dict]:
     ranks = {}
     for (t, p), f in files.items():
         state = first if (t, p) == next(iter(files)) else torch.load(f, map_location="cpu", weights_only=False)
-        ranks[(t, p)] = _canonical_rank(state, heads // tp, p * layers // pp)
+        ranks[(t, p)] = canonical_rank(state, heads // tp, p * layers // pp)
     merged: dict = {}
     for key in {k for r in ranks.values() for k in r}:
         shards = [ranks[(t, p)][key] for p in range(pp) for t in range(tp) if key in ranks[(t, p)]]
@@ -161,15 +161,8 @@ def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, dict]:
     return merged, shape
 
 
-def to_hf(merged: dict, shape: dict):
-    """A `transformers` GPT2LMHeadModel holding the checkpoint's weights (exact GELU, as Megatron)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tied = "lm_head" not in merged or torch.equal(merged["lm_head"], merged["wte"])
-    cfg = GPT2Config(vocab_size=shape["vocab"], n_positions=shape["positions"], n_embd=shape["hidden"],
-                     n_layer=shape["layers"], n_head=shape["heads"], activation_function="gelu",
-                     tie_word_embeddings=tied)
-    model = GPT2LMHeadModel(cfg)
+def hf_state_dict(merged: dict, shape: dict) -> dict:
+    """Canonical weights → a `transformers` GPT-2 state dict (tied output unless the checkpoint has its own)."""
     h, heads = shape["hidden"], shape["heads"]
     hn = h // heads
 
@@ -179,7 +172,7 @@ def to_hf(merged: dict, shape: dict):
 
     sd = {"transformer.wte.weight": merged["wte"], "transformer.wpe.weight": merged["wpe"],
           "transformer.ln_f.weight": merged["lnf_w"], "transformer.ln_f.bias": merged["lnf_b"],
-          "lm_head.weight": merged["wte"] if tied else merged["lm_head"]}
+          "lm_head.weight": merged.get("lm_head", merged["wte"])}
     for i in range(shape["layers"]):
         p = f"transformer.h.{i}."
         g = lambda n: merged[(i, n)]  # noqa: E731
@@ -189,5 +182,17 @@ def to_hf(merged: dict, shape: dict):
                    p + "ln_2.weight": g("ln2_w"), p + "ln_2.bias": g("ln2_b"),
                    p + "mlp.c_fc.weight": g("fc1_w").T, p + "mlp.c_fc.bias": g("fc1_b"),
                    p + "mlp.c_proj.weight": g("fc2_w").T, p + "mlp.c_proj.bias": g("fc2_b")})
-    model.load_state_dict({k: v.float().contiguous() for k, v in sd.items()})
+    return {k: v.float().contiguous() for k, v in sd.items()}
+
+
+def to_hf(merged: dict, shape: dict):
+    """A `transformers` GPT2LMHeadModel holding the checkpoint's weights (exact GELU, as Megatron)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tied = "lm_head" not in merged or torch.equal(merged["lm_head"], merged["wte"])
+    cfg = GPT2Config(vocab_size=shape["vocab"], n_positions=shape["positions"], n_embd=shape["hidden"],
+                     n_layer=shape["layers"], n_head=shape["heads"], activation_function="gelu",
+                     tie_word_embeddings=tied)
+    model = GPT2LMHeadModel(cfg)
+    model.load_state_dict(hf_state_dict(merged, shape))
     return model.eval()

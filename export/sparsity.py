@@ -120,21 +120,11 @@ def perplexity(model, prefix: str | Path, seq: int, max_samples: int = 64) -> fl
     """Perplexity on a Megatron .bin/.idx dataset: documents concatenated, cut into seq + 1 samples."""
     import math
 
-    import torch
+    from glotta.training.local_trainer import mean_loss, samples_of
     from glotta.training.megatron_dataset import MegatronDataset
 
     ds = MegatronDataset(prefix)
-    flat = np.concatenate([ds[i].astype(np.int64) for i in range(len(ds))])
-    n = min(max_samples, (len(flat) - 1) // seq)
-    if n == 0:
+    samples = samples_of(ds, range(len(ds)), seq, max_samples)
+    if not len(samples):
         raise ValueError(f"{prefix}: fewer than {seq + 1} tokens")
-    samples = torch.from_numpy(np.stack([flat[i * seq : i * seq + seq + 1] for i in range(n)]))
-    model.eval()
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, n, 8):
-            b = samples[i : i + 8]
-            logits = model(input_ids=b[:, :-1]).logits
-            total += float(torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum"))
-    return math.exp(total / (n * seq))
+    return math.exp(mean_loss(model, samples))

@@ -162,21 +162,33 @@ def _save(save: str, step: int, model, cfg: TrainConfig, opt, stream: SampleStre
     ckpt.save(save, step, model, args, opt.state_dict(), scheduler, {"torch": torch.get_rng_state()})
 
 
+def samples_of(ds: MegatronDataset, docs, seq: int, limit: int | None = None) -> np.ndarray:
+    """Every full seq + 1 sample of the documents, concatenated in order (at most `limit`)."""
+    flat = np.concatenate([ds[int(i)].astype(np.int64) for i in docs]) if len(docs) else np.zeros(0, np.int64)
+    n = max(0, (len(flat) - 1) // seq)
+    n = n if limit is None else min(n, limit)
+    return np.stack([flat[i * seq : i * seq + seq + 1] for i in range(n)]) if n else np.zeros((0, seq + 1), np.int64)
+
+
 @torch.no_grad()
-def evaluate(model, ds: MegatronDataset, docs: np.ndarray, cfg: TrainConfig, device: str) -> float:
-    """Mean validation loss over every full sample of the validation documents (perplexity = exp)."""
-    if len(docs) == 0:
-        return float("nan")
-    flat = np.concatenate([ds[int(i)].astype(np.int64) for i in docs])
-    n = (len(flat) - 1) // cfg.seq_length
-    if n == 0:
-        return float("nan")
+def mean_loss(model, samples: np.ndarray, batch_size: int = 8, device: str = "cpu") -> float:
+    """Token-mean cross-entropy of next-token prediction over samples of seq + 1 tokens (perplexity = exp)."""
+    was_training = model.training
     model.eval()
-    samples = np.stack([flat[i * cfg.seq_length : i * cfg.seq_length + cfg.seq_length + 1] for i in range(n)])
-    losses = [float(_loss(model, torch.from_numpy(samples[i : i + 8]).to(device))) * len(samples[i : i + 8])
-              for i in range(0, n, 8)]
-    model.train()
-    return sum(losses) / n
+    total = 0.0
+    for i in range(0, len(samples), batch_size):
+        b = torch.from_numpy(samples[i : i + batch_size]).to(device)
+        logits = model(input_ids=b[:, :-1]).logits
+        total += float(torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum"))
+    model.train(was_training)
+    return total / max(1, samples[:, 1:].size)
+
+
+def evaluate(model, ds: MegatronDataset, docs: np.ndarray, cfg: TrainConfig, device: str) -> float:
+    """Mean validation loss over every full sample of the validation documents (nan without one)."""
+    samples = samples_of(ds, docs, cfg.seq_length)
+    return mean_loss(model, samples, 8, device) if len(samples) else float("nan")
 
 
 def plot(history: dict, path: Path, title: str) -> None:

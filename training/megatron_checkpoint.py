@@ -5,9 +5,9 @@
                                                              "model": {"language_model": {"embedding", "encoder"}},
                                                              "optimizer", "opt_param_scheduler", "rng_state"}
 
-The model is a `transformers` GPT-2 with exact GELU (Megatron's default). Conversion both ways: Conv1D weights are
-transposed to Megatron's [out, in], and the fused QKV rows are ordered per head (head, q/k/v, head_dim), as
-checkpoint_version 3.0 expects.
+The model is a `transformers` GPT-2 with exact GELU (Megatron's default). Writing transposes Conv1D weights to
+Megatron's [out, in] and orders the fused QKV rows per head (head, q/k/v, head_dim), as checkpoint_version 3.0
+expects; reading goes through glotta.export.megatron_reader, which reads every Megatron layout.
 """
 
 from __future__ import annotations
@@ -28,13 +28,6 @@ def _qkv_to_megatron(w: torch.Tensor, heads: int) -> torch.Tensor:
     t = w.T if w.dim() == 2 else w
     t = t.reshape(3, heads, hn, *t.shape[1:]).transpose(0, 1)
     return t.reshape(three_h, *t.shape[3:]).contiguous()
-
-
-def _qkv_from_megatron(w: torch.Tensor, heads: int) -> torch.Tensor:
-    three_h = w.shape[0]
-    hn = three_h // 3 // heads
-    t = w.reshape(heads, 3, hn, *w.shape[1:]).transpose(0, 1).reshape(three_h, *w.shape[1:])
-    return (t.T if t.dim() == 2 else t).contiguous()
 
 
 def to_megatron(model) -> dict:
@@ -64,28 +57,13 @@ def to_megatron(model) -> dict:
 
 
 def from_megatron(lm: dict, model) -> None:
-    """Load Megatron `model["language_model"]` weights into a GPT-2 model of the same shape (in place)."""
+    """Load Megatron `model["language_model"]` weights into a GPT-2 model of the same shape (in place), through the
+    checkpoint reader's one Megatron → Hugging Face mapping."""
+    from glotta.export.megatron_reader import canonical_rank, hf_state_dict
+
     cfg = model.config
-    enc, emb = lm["encoder"], lm["embedding"]
-    sd = {"transformer.wte.weight": emb["word_embeddings"]["weight"],
-          "transformer.wpe.weight": emb["position_embeddings"]["weight"],
-          "transformer.ln_f.weight": enc["final_layernorm.weight"], "transformer.ln_f.bias": enc["final_layernorm.bias"]}
-    for i in range(cfg.n_layer):
-        p, m = f"transformer.h.{i}.", f"layers.{i}."
-        sd[p + "ln_1.weight"] = enc[m + "input_layernorm.weight"]
-        sd[p + "ln_1.bias"] = enc[m + "input_layernorm.bias"]
-        sd[p + "attn.c_attn.weight"] = _qkv_from_megatron(enc[m + "self_attention.query_key_value.weight"], cfg.n_head)
-        sd[p + "attn.c_attn.bias"] = _qkv_from_megatron(enc[m + "self_attention.query_key_value.bias"], cfg.n_head)
-        sd[p + "attn.c_proj.weight"] = enc[m + "self_attention.dense.weight"].T
-        sd[p + "attn.c_proj.bias"] = enc[m + "self_attention.dense.bias"]
-        sd[p + "ln_2.weight"] = enc[m + "post_attention_layernorm.weight"]
-        sd[p + "ln_2.bias"] = enc[m + "post_attention_layernorm.bias"]
-        sd[p + "mlp.c_fc.weight"] = enc[m + "mlp.dense_h_to_4h.weight"].T
-        sd[p + "mlp.c_fc.bias"] = enc[m + "mlp.dense_h_to_4h.bias"]
-        sd[p + "mlp.c_proj.weight"] = enc[m + "mlp.dense_4h_to_h.weight"].T
-        sd[p + "mlp.c_proj.bias"] = enc[m + "mlp.dense_4h_to_h.bias"]
-    sd["lm_head.weight"] = sd["transformer.wte.weight"]
-    model.load_state_dict(sd)
+    merged = canonical_rank({"checkpoint_version": CHECKPOINT_VERSION, "model": {"language_model": lm}}, cfg.n_head, 0)
+    model.load_state_dict(hf_state_dict(merged, {"layers": cfg.n_layer, "hidden": cfg.n_embd, "heads": cfg.n_head}))
 
 
 def save(save_dir: str | Path, iteration: int, model, args: argparse.Namespace, optimizer: dict, scheduler: dict,

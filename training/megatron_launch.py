@@ -30,10 +30,14 @@ class Plan:
         return self.weights_gb + self.grads_gb + self.optimizer_gb + self.activations_gb
 
 
-def parameters(cfg: TrainConfig) -> int:
+def gpt_parameters(layers: int, hidden: int, vocab: int, positions: int) -> int:
     """GPT parameters: per layer 12h² + 13h (QKV, projection, 4h MLP, biases, 2 layer norms), embeddings, final LN."""
-    h, layers = cfg.hidden_size, cfg.num_layers
-    return layers * (12 * h * h + 13 * h) + cfg.padded_vocab() * h + (cfg.max_position_embeddings or cfg.seq_length) * h + 2 * h
+    return layers * (12 * hidden * hidden + 13 * hidden) + vocab * hidden + positions * hidden + 2 * hidden
+
+
+def parameters(cfg: TrainConfig) -> int:
+    return gpt_parameters(cfg.num_layers, cfg.hidden_size, cfg.padded_vocab(),
+                          cfg.max_position_embeddings or cfg.seq_length)
 
 
 def plan(cfg: TrainConfig, nodes: int, gpus_per_node: int, dp: int, tokens: int | None = None) -> Plan:

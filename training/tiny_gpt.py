@@ -68,21 +68,9 @@ def pack(token_lists: list[list[int]], eod: int, block: int) -> np.ndarray:
 
 
 def evaluate(model, blocks: np.ndarray, batch_size: int) -> float:
-    import torch
+    from .local_trainer import mean_loss
 
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(blocks), batch_size):
-            b = torch.from_numpy(blocks[i : i + batch_size])
-            logits = model(input_ids=b[:, :-1]).logits
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum"
-            )
-            total += float(loss)
-            count += b[:, 1:].numel()
-    model.train()
-    return math.exp(total / count)
+    return math.exp(mean_loss(model, blocks, batch_size))
 
 
 def train(input_path: Path, lang: str, out: Path, r: Recipe) -> dict:
