@@ -19,18 +19,12 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ..triton.interface import ALL_INPUTS, ALL_OUTPUTS, REQUIRED_INPUTS
+from ..triton.interface import ALL_INPUTS, ALL_OUTPUTS, DEFAULTS, REQUIRED_INPUTS
 from .protocol import Chunk, EngineError, EngineUnavailable, GenerationRequest, PromptInfo
 from .tokenizer import Tokenizer, encode_prompt
 
 log = logging.getLogger("glotta.engine.triton")
 
-# What a model assumes when an optional input is absent (the CPU model's defaults; TRT-LLM's where they exist).
-_DEFAULTS = {"temperature": [1.0], "top_k": [0], "top_p": [0.0], "top_p_decay": [0.0], "top_p_bound": [0.0],
-             "stream": [False], "return_log_probs": [False], "exclude_input_in_output": [False],
-             "num_top_log_probs": [0], "return_prompt_log_probs": [False], "ignore_eos": [False],
-             "stop_on_eol": [False], "stop_on_double_eol": [False], "add_bos": [False],
-             "prevent_newline_after_colon": [False]}
 
 
 class TritonEngine:
@@ -125,7 +119,7 @@ class TritonEngine:
         }
         tensors = []
         for name, v in values.items():
-            if v is None or (name not in REQUIRED_INPUTS and v == _DEFAULTS.get(name)):
+            if v is None or (name not in REQUIRED_INPUTS and v == [DEFAULTS.get(name)]):
                 continue
             if name not in self._inputs:
                 if name in ("stream", "exclude_input_in_output"):

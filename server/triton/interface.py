@@ -35,6 +35,13 @@ GLOTTA_INPUTS = {
     "prevent_newline_after_colon": ("BOOL", np.bool_, [1]),
 }
 REQUIRED_INPUTS = ("text_input", "max_tokens")
+# What a model assumes when an optional input is absent: the CPU model fills these in, and the gateway leaves out
+# any input equal to its default (fewer tensors per request). One table, so the two sides cannot disagree.
+DEFAULTS = {"text_input": "", "max_tokens": 16, "temperature": 1.0, "top_k": 0, "top_p": 0.0, "top_p_decay": 0.0,
+            "top_p_bound": 0.0, "seed": None, "stream": False, "return_log_probs": False,
+            "exclude_input_in_output": False, "num_top_log_probs": 0, "return_prompt_log_probs": False,
+            "ignore_eos": False, "stop_on_eol": False, "stop_on_double_eol": False, "add_bos": False,
+            "prevent_newline_after_colon": False}
 
 STANDARD_OUTPUTS = {
     "text_output": ("BYTES", np.object_, [-1]),

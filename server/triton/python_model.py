@@ -18,14 +18,15 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import EngineError, GenerationRequest, SamplingParams, StopConditions
+from glotta.server.triton.interface import DEFAULTS
 
 CANCEL_CHECK_S = 0.02
 
 
-def _scalar(request, name: str, default):
+def _scalar(request, name: str):
     t = pb_utils.get_input_tensor_by_name(request, name)
     if t is None:
-        return default
+        return DEFAULTS[name]
     v = t.as_numpy().reshape(-1)[0]
     return v.decode("utf-8") if isinstance(v, bytes) else v.item()
 
@@ -39,33 +40,33 @@ def _strings(request, name: str) -> tuple[str, ...]:
 
 def parse_request(request) -> tuple[GenerationRequest, bool, bool]:
     """The engine request, plus the `stream` and `exclude_input_in_output` flags."""
-    seed = _scalar(request, "seed", None)
+    seed = _scalar(request, "seed")
     return (
         GenerationRequest(
-            prompt=_scalar(request, "text_input", ""),
-            max_new_tokens=int(_scalar(request, "max_tokens", 16)),
+            prompt=_scalar(request, "text_input"),
+            max_new_tokens=int(_scalar(request, "max_tokens")),
             sampling=SamplingParams(
-                temperature=float(_scalar(request, "temperature", 1.0)),
-                top_k=int(_scalar(request, "top_k", 0)),
-                top_p=float(_scalar(request, "top_p", 0.0)),
-                top_p_decay=float(_scalar(request, "top_p_decay", 0.0)),
-                top_p_bound=float(_scalar(request, "top_p_bound", 0.0)),
+                temperature=float(_scalar(request, "temperature")),
+                top_k=int(_scalar(request, "top_k")),
+                top_p=float(_scalar(request, "top_p")),
+                top_p_decay=float(_scalar(request, "top_p_decay")),
+                top_p_bound=float(_scalar(request, "top_p_bound")),
                 seed=None if seed is None else int(seed),
             ),
             stop=StopConditions(
-                stop_on_eod=not _scalar(request, "ignore_eos", False),
-                stop_on_eol=bool(_scalar(request, "stop_on_eol", False)),
-                stop_on_double_eol=bool(_scalar(request, "stop_on_double_eol", False)),
+                stop_on_eod=not _scalar(request, "ignore_eos"),
+                stop_on_eol=bool(_scalar(request, "stop_on_eol")),
+                stop_on_double_eol=bool(_scalar(request, "stop_on_double_eol")),
                 stop_strings=_strings(request, "stop_words"),
             ),
-            logprobs=bool(_scalar(request, "return_log_probs", False)),
-            top_logprobs=int(_scalar(request, "num_top_log_probs", 0)),
-            prompt_logprobs=bool(_scalar(request, "return_prompt_log_probs", False)),
-            add_bos=bool(_scalar(request, "add_bos", False)),
-            prevent_newline_after_colon=bool(_scalar(request, "prevent_newline_after_colon", False)),
+            logprobs=bool(_scalar(request, "return_log_probs")),
+            top_logprobs=int(_scalar(request, "num_top_log_probs")),
+            prompt_logprobs=bool(_scalar(request, "return_prompt_log_probs")),
+            add_bos=bool(_scalar(request, "add_bos")),
+            prevent_newline_after_colon=bool(_scalar(request, "prevent_newline_after_colon")),
         ),
-        bool(_scalar(request, "stream", False)),
-        bool(_scalar(request, "exclude_input_in_output", False)),
+        bool(_scalar(request, "stream")),
+        bool(_scalar(request, "exclude_input_in_output")),
     )
 
 
