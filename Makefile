@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test bench demo-models clean
+.PHONY: serve test bench gpu-check demo-models clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/serving_spine.py
 	$(BIN)/python benchmarks/triton_gateway.py
 	$(BIN)/python benchmarks/convert.py
+
+# On a GPU machine with TensorRT (e.g. the NGC image): engines of the demo model next to the CPU figures.
+gpu-check: $(VENV)/.test-deps
+	$(BIN)/python -m glotta.export.gpu_check
 
 # Retrain the shipped demo models from the corpus in ../shared: both at once, one thread each, about 22 minutes on
 # 2 cores (the time budget is 35 minutes of which the first steps measure the pace; see the model cards).

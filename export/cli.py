@@ -102,7 +102,8 @@ def _convert(a: argparse.Namespace) -> int:
             for name in ("tokenizer.json", "vocab.json", "merges.txt"):
                 if (tok_dir / name).is_file():
                     shutil.copy(tok_dir / name, out / name)
-        console.print(f"wrote {out} (safetensors + config{' + tokenizer' if tok_dir else ''}): {shape}")
+        summary = {k: v for k, v in shape.items() if k != "args"}
+        console.print(f"wrote {out} (safetensors + config{' + tokenizer' if tok_dir else ''}): {summary}")
         return 0
     from glotta.server.triton.configs import write_model
 
@@ -167,14 +168,17 @@ def _sparsify(a: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    e = sub.add_parser("export", help="serving plan; Megatron checkpoints → Hugging Face / ONNX model folders")
-    e.add_argument("action", choices=["plan", "hf", "onnx", "sparsify", "verify-24"])
+    from .engine_cli import HANDLERS, add_arguments
+
+    e = sub.add_parser("export", help="serving plan; Megatron checkpoints → Hugging Face / ONNX / FasterTransformer / "
+                       "TensorRT(-LLM)")
+    e.add_argument("action", choices=["plan", "hf", "onnx", "sparsify", "verify-24", *HANDLERS])
     e.add_argument("source", nargs="?", help="Megatron checkpoint directory, training preset (meme-1.7b) or YAML")
     e.add_argument("--params", type=float, help="parameter count instead of a config, e.g. 175e9")
     e.add_argument("--params-label")
     e.add_argument("--num-layers", type=int, help="with --params: for the KV cache")
     e.add_argument("--hidden-size", type=int, help="with --params: for the KV cache")
-    e.add_argument("--batch", type=int, default=1)
+    e.add_argument("--batch", type=int, default=1, help="plan: sequences in the KV cache")
     e.add_argument("--seq-length", type=int, default=2048, help="plan: tokens per sequence for the KV cache; "
                    "sparsify: sample length for the perplexity")
     e.add_argument("--usable", type=float, default=0.9, help="fraction of GPU memory available to the model")
@@ -183,5 +187,7 @@ def add_parsers(sub) -> None:
     e.add_argument("--vocab-size", type=int, help="true vocabulary size, to drop Megatron's padding")
     e.add_argument("--fp16-storage", action="store_true", help="onnx: store weights in fp16 (half the file)")
     e.add_argument("--data-path", help="sparsify: validation dataset prefix (.bin/.idx) for the perplexity")
-    handlers = {"plan": _plan, "hf": _convert, "onnx": _convert, "sparsify": _sparsify, "verify-24": _sparsify}
+    add_arguments(e)
+    handlers = {"plan": _plan, "hf": _convert, "onnx": _convert, "sparsify": _sparsify, "verify-24": _sparsify,
+                **HANDLERS}
     e.set_defaults(func=lambda a: handlers[a.action](a))

@@ -157,7 +157,8 @@ def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, dict]:
             merged["lm_head"] = merged["lm_head"][:vocab_size]
     shape = {"layers": layers, "hidden": args.hidden_size, "heads": heads, "vocab": merged["wte"].shape[0],
              "positions": merged["wpe"].shape[0], "tp": tp, "pp": pp,
-             "version": float(first.get("checkpoint_version", 0))}
+             "version": float(first.get("checkpoint_version", 0)), "ffn": merged[(0, "fc1_w")].shape[0],
+             "args": args}
     return merged, shape
 
 

@@ -86,6 +86,41 @@ def hf_matrices(model) -> dict[str, tuple[np.ndarray, int]]:
     return out
 
 
+def onnx_matmul_weights(proto) -> dict:
+    """{initializer name: (initializer, node)} of the block matrices of a GPT ONNX graph ([in, out] MatMul weights);
+    the (tied) output projection [h, vocab] stays dense, whatever the exporter named it."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    # fp16-stored weights reach their MatMul through a Cast to fp32
+    cast_of = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Cast" and n.input[0] in inits}
+    logits = next((o for o in proto.graph.output if o.name == "logits"), None)
+    vocab = logits.type.tensor_type.shape.dim[-1].dim_value if logits is not None else -1
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type not in ("MatMul", "Gemm", "MatMulInteger") or len(node.input) < 2:
+            continue
+        name = cast_of.get(node.input[1], node.input[1])
+        init = inits.get(name)
+        if init is not None and len(init.dims) == 2 and init.dims[0] % 4 == 0 and vocab not in init.dims:
+            out[name] = (init, node)
+    return out
+
+
+def sparsify_onnx(src: str | Path, dst: str | Path) -> int:
+    """Prune the block matrices of an ONNX GPT 2:4 (fp16 or fp32 storage kept); returns how many were pruned."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(src))
+    weights = onnx_matmul_weights(proto)
+    for init, _ in weights.values():
+        w = numpy_helper.to_array(init)
+        pruned = prune_24(torch.from_numpy(w.astype(np.float32)), 0).numpy().astype(w.dtype)
+        init.CopyFrom(numpy_helper.from_array(pruned, init.name))
+    onnx.save(proto, str(dst))
+    return len(weights)
+
+
 def verify_path(path: str | Path) -> SparsityReport:
     """Check a Megatron checkpoint directory or an ONNX file (fp32 MatMul weights, or int8 MatMulInteger weights
     after their zero point)."""
@@ -95,18 +130,13 @@ def verify_path(path: str | Path) -> SparsityReport:
         from onnx import numpy_helper
 
         proto = onnx.load(str(path))
-        inits = {i.name: i for i in proto.graph.initializer}
-        logits = next((o for o in proto.graph.output if o.name == "logits"), None)
-        vocab = logits.type.tensor_type.shape.dim[-1].dim_value if logits is not None else -1
         arrays, zps = {}, {}
-        for node in proto.graph.node:
-            if node.op_type in ("MatMul", "Gemm", "MatMulInteger") and len(node.input) > 1 and node.input[1] in inits:
-                w = numpy_helper.to_array(inits[node.input[1]])
-                # the (tied) output projection [h, vocab] stays dense, whatever the exporter named it
-                if w.ndim == 2 and w.shape[0] % 4 == 0 and vocab not in w.shape:
-                    arrays[node.input[1]] = (w, 0)
-                    if node.op_type == "MatMulInteger" and len(node.input) > 3 and node.input[3] in inits:
-                        zps[node.input[1]] = float(np.asarray(numpy_helper.to_array(inits[node.input[3]])).mean())
+        for name, (init, node) in onnx_matmul_weights(proto).items():
+            arrays[name] = (numpy_helper.to_array(init), 0)
+            if node.op_type == "MatMulInteger" and len(node.input) > 3:
+                zp = next((i for i in proto.graph.initializer if i.name == node.input[3]), None)
+                if zp is not None:
+                    zps[name] = float(np.asarray(numpy_helper.to_array(zp)).mean())
         return check(arrays, zps)
     from .megatron_reader import read
 

@@ -23,16 +23,19 @@ def reference():
     return model
 
 
-def _args(tp: int, pp: int) -> argparse.Namespace:
-    return argparse.Namespace(num_layers=4, hidden_size=64, num_attention_heads=4, padded_vocab_size=304,
-                              max_position_embeddings=32, tensor_model_parallel_size=tp,
+def _args(tp: int, pp: int, model=None) -> argparse.Namespace:
+    c = model.config if model is not None else None
+    return argparse.Namespace(num_layers=c.n_layer if c else 4, hidden_size=c.n_embd if c else 64,
+                              num_attention_heads=c.n_head if c else 4, padded_vocab_size=c.vocab_size if c else 304,
+                              max_position_embeddings=c.n_positions if c else 32, tensor_model_parallel_size=tp,
                               pipeline_model_parallel_size=pp)
 
 
 def _shard_legacy(reference, tp: int, version: float) -> list[dict]:
     """The reference model as Megatron legacy TP shards with the QKV row order of `version`."""
     lm = ckpt.to_megatron(reference)["language_model"]
-    heads, hn = 4, 16
+    heads = reference.config.n_head
+    hn = reference.config.n_embd // heads
     out = []
     for r in range(tp):
         enc = {}
@@ -52,7 +55,7 @@ def _shard_legacy(reference, tp: int, version: float) -> list[dict]:
                 enc[key] = w.clone()
         emb = {"word_embeddings": {"weight": lm["embedding"]["word_embeddings"]["weight"].chunk(tp, 0)[r].clone()},
                "position_embeddings": {"weight": lm["embedding"]["position_embeddings"]["weight"].clone()}}
-        out.append({"args": _args(tp, 1), "checkpoint_version": version, "iteration": 7,
+        out.append({"args": _args(tp, 1, reference), "checkpoint_version": version, "iteration": 7,
                     "model": {"language_model": {"embedding": emb, "encoder": enc}}})
     return out
 

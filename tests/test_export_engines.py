@@ -1,0 +1,249 @@
+"""FasterTransformer files, TensorRT preparation (profiles, 2:4 ONNX, Q/DQ INT8) and TensorRT-LLM commands."""
+
+import configparser
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from glotta.export import fastertransformer as ft
+from glotta.export.megatron_reader import read
+from glotta.export.sparsity import verify_path
+from glotta.export.tensorrt import profiles, quantize_qdq
+from glotta.export.trtllm import TrtllmPlan, commands, validate
+from glotta.training import megatron_checkpoint as ckpt
+from glotta.training.local_trainer import build_model
+from glotta.training.megatron_config import TrainConfig
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tests.test_megatron_reader import _args, _shard_legacy, _write
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "model_repository" / "glotta-fr-tiny"
+# head size 32: one FasterTransformer / TRT-LLM can run; 4 heads so TP 2 → 1 and 1 → 2 both split
+CFG = TrainConfig(name="ft", num_layers=2, hidden_size=128, num_attention_heads=4, seq_length=32, vocab_size=300,
+                  make_vocab_size_divisible_by=8, micro_batch_size=1, global_batch_size=1, lr=1e-3, min_lr=1e-4,
+                  train_samples=1, init_method_std=0.2)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    model = build_model(CFG, 5).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tp2_checkpoint(tmp_path_factory, reference):
+    path = tmp_path_factory.mktemp("tp2")
+    _write(path, {f"mp_rank_{r:02d}": s for r, s in enumerate(_shard_legacy(reference, 2, 3.0))})
+    return path
+
+
+def _ft_forward(folder: Path, ids: np.ndarray, n: int, layers: int, h: int, heads: int) -> np.ndarray:
+    """GPT logits computed only from FasterTransformer's files, as its kernels read them: per-rank QKV [h, 3, h/n]
+    head-major, [in, out] matrices, row-parallel partial sums added across ranks."""
+    rd = lambda name, shape: ft.read_back(folder, name, shape).astype(np.float64)  # noqa: E731
+    cfg = configparser.ConfigParser()
+    cfg.read(folder / "config.ini")
+    vocab, ffn, hn = int(cfg["gpt"]["vocab_size"]), int(cfg["gpt"]["inter_size"]), h // heads
+    t = ids.shape[0]
+    x = rd("model.wte", (vocab, h))[ids] + rd("model.wpe", (-1, h))[:t]
+
+    def ln(v, name):
+        mu, var = v.mean(-1, keepdims=True), v.var(-1, keepdims=True)
+        return (v - mu) / np.sqrt(var + 1e-5) * rd(name + ".weight", (h,)) + rd(name + ".bias", (h,))
+
+    gelu = np.vectorize(lambda z: 0.5 * z * (1 + math.erf(z / math.sqrt(2))))
+    causal = np.triu(np.full((t, t), -np.inf), 1)
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        a = ln(x, p + "input_layernorm")
+        attn = rd(p + "attention.dense.bias", (h,))
+        for r in range(n):
+            qkv = a @ rd(p + f"attention.query_key_value.weight.{r}", (h, 3 * h // n))
+            qkv = (qkv + rd(p + f"attention.query_key_value.bias.{r}", (3 * h // n,))).reshape(t, 3, heads // n, hn)
+            q, k, v = (qkv[:, j].transpose(1, 0, 2) for j in range(3))
+            s = q @ k.transpose(0, 2, 1) / math.sqrt(hn) + causal
+            w = np.exp(s - s.max(-1, keepdims=True))
+            ctx = (w / w.sum(-1, keepdims=True)) @ v
+            attn = attn + ctx.transpose(1, 0, 2).reshape(t, h // n) @ rd(p + f"attention.dense.weight.{r}", (h // n, h))
+        x = x + attn
+        m = ln(x, p + "post_attention_layernorm")
+        mlp = rd(p + "mlp.dense_4h_to_h.bias", (h,))
+        for r in range(n):
+            up = m @ rd(p + f"mlp.dense_h_to_4h.weight.{r}", (h, ffn // n)) + rd(p + f"mlp.dense_h_to_4h.bias.{r}",
+                                                                                 (ffn // n,))
+            mlp = mlp + gelu(up) @ rd(p + f"mlp.dense_4h_to_h.weight.{r}", (ffn // n, h))
+        x = x + mlp
+    return ln(x, "model.final_layernorm") @ rd("model.wte", (vocab, h)).T
+
+
+@pytest.mark.parametrize("infer_gpus", [1, 2])
+def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, reference, tp2_checkpoint, infer_gpus):
+    merged, shape = read(tp2_checkpoint)
+    folder = ft.write(merged, shape, tmp_path, infer_gpus, "fp32")
+    assert folder == tmp_path / f"{infer_gpus}-gpu" and not [p for p in tmp_path.iterdir() if p != folder]
+    h, n = 128, infer_gpus
+    expected = {"model.wpe", "model.wte", "model.final_layernorm.weight", "model.final_layernorm.bias"}
+    for i in range(2):
+        p = f"model.layers.{i}."
+        expected |= {p + s for s in ("input_layernorm.weight", "input_layernorm.bias", "attention.dense.bias",
+                                     "post_attention_layernorm.weight", "post_attention_layernorm.bias",
+                                     "mlp.dense_4h_to_h.bias")}
+        expected |= {p + f"{s}.{r}" for r in range(n) for s in (
+            "attention.query_key_value.weight", "attention.query_key_value.bias", "attention.dense.weight",
+            "mlp.dense_h_to_4h.weight", "mlp.dense_h_to_4h.bias", "mlp.dense_4h_to_h.weight")}
+    assert {f.name[:-4] for f in folder.glob("*.bin")} == expected
+    # a layer's QKV read back from the files equals the checkpoint's Q, K, V of each rank's heads
+    lm = ckpt.to_megatron(reference)["language_model"]["encoder"]
+    megatron_qkv = lm["layers.1.self_attention.query_key_value.weight"].numpy().reshape(4, 3, 32, h)  # v3 rows
+    for r in range(n):
+        got = ft.read_back(folder, f"model.layers.1.attention.query_key_value.weight.{r}", (h, 3, 4 // n, 32))
+        for j in range(3):  # q, k, v
+            np.testing.assert_array_equal(got[:, j], megatron_qkv[r * 4 // n:(r + 1) * 4 // n, j].transpose(2, 0, 1))
+    ids = np.array([5, 17, 250, 3, 99, 42, 7])
+    with torch.no_grad():
+        want = reference(torch.tensor(ids)[None]).logits[0].double().numpy()
+    np.testing.assert_allclose(_ft_forward(folder, ids, n, 2, h, 4), want, atol=2e-4)
+    ini = configparser.ConfigParser()
+    ini.read(folder / "config.ini")
+    g = ini["gpt"]
+    assert (g["head_num"], g["size_per_head"], g["inter_size"], g["num_layer"], g["tensor_para_size"],
+            g["weight_data_type"], g["vocab_size"]) == ("4", "32", "512", "2", str(n), "fp32", "304")
+    assert "num_attention_heads: 4" in (folder / "args.txt").read_text()
+
+
+def test_fastertransformer_cli_fp16_triton_folder_and_refusals(tmp_path, tp2_checkpoint):
+    out = tmp_path / "glotta-x-ft-engine"
+    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(out), "--infer-gpus", "2", "--triton")
+    assert r.returncode == 0, r.stderr
+    wte = ft.read_back(out / "1" / "2-gpu", "model.wte", (304, 128))
+    merged, _ = read(tp2_checkpoint)
+    assert wte.dtype == np.float16 and np.array_equal(wte, merged["wte"].numpy().astype(np.float16))
+    cfg = text_format.Parse((out / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert cfg.backend == "fastertransformer" and cfg.name == out.name
+    assert cfg.parameters["tensor_para_size"].string_value == "2"
+    assert "model_checkpoint_path" not in cfg.parameters  # the backend then reads <folder>/1/2-gpu
+    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(out), "--infer-gpus", "2", "--triton")
+    assert r.returncode == 2 and "exists" in r.stderr
+    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(tmp_path / "x"), "--infer-gpus", "3")
+    assert r.returncode == 2 and "cannot be split over --infer-gpus 3" in r.stderr
+    assert not (tmp_path / "x" / "3-gpu").exists()
+
+
+def test_unsupported_head_size_is_refused_with_a_suggestion(tmp_path):
+    shape = {"hidden": 2304, "heads": 32, "layers": 24, "vocab": 50304, "positions": 2048}
+    with pytest.raises(ft.FTExportError, match=r"2304/32 = 72 .*24 heads \(head size 96\)"):
+        ft.check_shape(shape, 2)
+    with pytest.raises(ValueError, match="72 is not supported by TensorRT-LLM"):
+        validate(TrtllmPlan(tmp_path, tmp_path, tmp_path), shape)
+    small = build_model(CFG.model_copy(update={"num_attention_heads": 8}), 0)  # head size 16
+    ckpt.save(tmp_path / "c", 1, small, _args(1, 1, small), {}, {}, {})
+    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "fastertransformer", str(tmp_path / "c"),
+                        "--output", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "head size 128/8 = 16" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_tensorrt_profiles_cover_every_input_of_the_served_onnx():
+    graph = onnx.load(str(TINY / "1" / "model.onnx"), load_external_data=False).graph
+    prof = profiles(TINY / "1" / "model.onnx", max_batch=8, max_seq=128)
+    assert set(prof) == {i.name for i in graph.input}
+    for inp in graph.input:
+        lo, opt, hi = prof[inp.name]
+        rank = len(inp.type.tensor_type.shape.dim)
+        assert len(lo) == len(opt) == len(hi) == rank
+        assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+    assert prof["past_key_values.0.key"][0][2] == 0  # prefill: an empty past
+
+
+def _next_token_logits(path: Path, ids: list[int]) -> np.ndarray:
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64),
+             "position_ids": np.arange(len(ids))[None]}
+    for i in s.get_inputs():
+        if i.name.startswith("past_key_values."):
+            feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
+    return s.run(["logits"], feeds)[0][0]
+
+
+def test_sparse_and_qdq_onnx_for_tensorrt(tmp_path):
+    from glotta.export.sparsity import sparsify_onnx
+    from tokenizers import Tokenizer
+
+    src = TINY / "1" / "model.onnx"
+    assert not verify_path(src).ok
+    assert sparsify_onnx(src, tmp_path / "sparse.onnx") == 16  # 4 layers × (qkv, proj, fc1, fc2)
+    report = verify_path(tmp_path / "sparse.onnx")
+    assert report.ok and report.zero_fraction >= 0.5
+    tok = Tokenizer.from_file(str(TINY / "tokenizer.json"))
+    calib = [tok.encode(t).ids for t in ("Le paquet est installé dans le système.", "La commande affiche l'aide.")]
+    quantize_qdq(src, tmp_path / "qdq.onnx", calib)
+    graph = onnx.load(str(tmp_path / "qdq.onnx")).graph
+    produced_by = {o: n for n in graph.node for o in n.output}
+    mats = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert mats and all(produced_by[n.input[1]].op_type == "DequantizeLinear" for n in mats if n.input[1] in
+                        produced_by)
+    dq_weights = sum(produced_by.get(n.input[1]) is not None and produced_by[n.input[1]].op_type == "DequantizeLinear"
+                     for n in mats)
+    assert dq_weights >= 16
+    ids = tok.encode("Pour installer le paquet, utilisez la commande").ids
+    fp32, int8 = _next_token_logits(src, ids), _next_token_logits(tmp_path / "qdq.onnx", ids)
+    agree = (fp32.argmax(-1) == int8.argmax(-1)).mean()
+    assert agree >= 0.7, agree  # INT8 Q/DQ keeps most greedy choices of the fp32 model
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_tensorrt_cli_without_tensorrt_says_what_to_install(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "tensorrt", str(TINY), "--output",
+                        str(tmp_path / "m.plan"), "--int8", "--sparse"], capture_output=True, text=True)
+    assert r.returncode == 2 and "TensorRT is not installed" in r.stderr and "pypi.nvidia.com" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.plan").exists()
+
+
+def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
+    plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", tp=2, quant="int8-wo", sparse=True,
+                      max_input_len=16, max_seq_len=32)
+    shape = {"hidden": 128, "heads": 4, "positions": 32}
+    validate(plan, shape)
+    convert, build = commands(plan)
+    assert convert[convert.index("--tp_size") + 1] == "2"
+    assert convert[-3:] == ["--use_weight_only", "--weight_only_precision", "int8"]
+    assert build[0] == "trtllm-build" and "--weight_sparsity" in build
+    assert build[build.index("--kv_cache_type") + 1] == "paged" and build[build.index("--max_seq_len") + 1] == "32"
+    for bad, msg in ((dict(tp=3), "split over --tp 3"), (dict(max_seq_len=64), "exceeds the model's 32"),
+                     (dict(quant="smoothquant"), "--calib-dataset"), (dict(quant="fp8"), "--quant must be")):
+        with pytest.raises(ValueError, match=msg):
+            validate(TrtllmPlan(tmp_path, tmp_path, tmp_path, **{"max_input_len": 16, "max_seq_len": 32, **bad}),
+                     shape)
+    out = tmp_path / "trtllm"
+    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "trtllm", str(tp2_checkpoint),
+                        "--output", str(out), "--tp", "2", "--quant", "int8-wo", "--max-input-len", "16",
+                        "--max-seq-len", "32", "--run"], capture_output=True, text=True)
+    assert (out / "hf" / "model.safetensors").is_file() and (out / "hf" / "config.json").is_file()
+    text = (out / "build.sh").read_text()
+    assert "convert_checkpoint.py --model_dir" in text and "trtllm-build --checkpoint_dir" in text
+    assert subprocess.run(["bash", "-n", str(out / "build.sh")]).returncode == 0
+    if importlib.util.find_spec("tensorrt_llm") is None:
+        assert r.returncode == 2 and "trtllm-build is not on PATH" in r.stderr
+
+
+def test_gpu_check_runs_its_cpu_side_anywhere(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "glotta.export.gpu_check", "--model", str(TINY), "--tokens", "4",
+                        "--batches", "1", "--repeats", "1", "--work", str(tmp_path)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "2:4 verifier: True" in r.stdout and "| CPU ONNX Runtime INT8 |" in r.stdout
+    assert ("TensorRT part skipped" in r.stdout) != ("| TensorRT INT8 + 2:4 |" in r.stdout)
