@@ -28,6 +28,7 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/serving_spine.py
 	$(BIN)/python benchmarks/triton_gateway.py
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/data_prep.py
 
 # On a GPU machine with TensorRT (e.g. the NGC image): engines of the demo model next to the CPU figures.
 gpu-check: $(VENV)/.test-deps

@@ -188,10 +188,13 @@ def add_parsers(sub) -> None:
     t.add_argument("--baseline", help="tokenizer to compare fertility with (tokenizer.json or vocab+merges folder)")
     t.set_defaults(func=_tokenizer)
 
-    d = sub.add_parser("data", help="Megatron datasets: convert JSONL, merge shards, inspect")
-    d.add_argument("action", choices=["convert", "merge", "inspect"])
+    from .data.cli import STAGE_ACTIONS, add_arguments
+
+    d = sub.add_parser("data", help="corpus preparation (prepare, or one stage alone) and Megatron datasets "
+                       "(convert JSONL, merge shards, inspect)")
+    d.add_argument("action", choices=["prepare", *STAGE_ACTIONS, "step", "convert", "merge", "inspect"])
     d.add_argument("prefix", nargs="?", help="inspect: dataset prefix (without .bin/.idx)")
-    d.add_argument("--input", action="append", help="convert: JSONL(.gz) files or globs (repeatable)")
+    d.add_argument("--input", action="append", help="prepare / convert: input files or globs (repeatable)")
     d.add_argument("--inputs", nargs="+", help="merge: dataset prefixes")
     d.add_argument("--output-prefix")
     d.add_argument("--vocab-file")
@@ -199,13 +202,18 @@ def add_parsers(sub) -> None:
     d.add_argument("--tokenizer-json", help="instead of --vocab-file/--merge-file")
     d.add_argument("--json-keys", nargs="+", default=["text"])
     d.add_argument("--append-eod", action="store_true")
-    d.add_argument("--workers", type=int, default=None, help="tokenizing processes (default: all cores)")
+    d.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     d.add_argument("--doc", type=int, help="inspect: print document N")
     d.add_argument("--tokenizer", help="inspect: decode with this tokenizer")
+    add_arguments(d)
     d.set_defaults(func=_checked)
 
 
 def _checked(a: argparse.Namespace) -> int:
+    if a.action not in ("convert", "merge", "inspect"):
+        from .data import cli as prep
+
+        return prep.step(a) if a.action == "step" else prep.prepare(a)
     need = {"convert": ("input", "output_prefix"), "merge": ("inputs", "output_prefix"), "inspect": ("prefix",)}
     missing = [n for n in need[a.action] if not getattr(a, n)]
     if missing:
