@@ -41,6 +41,20 @@ def cpu_tokens_per_s(onnx_path: Path, ids: np.ndarray, tokens: int) -> float:
     return ids.shape[0] * tokens / (time.perf_counter() - start)
 
 
+def agreement(reference: Path, other: Path, prompts: list[list[int]]) -> float:
+    """Share of positions where both ONNX models (CPU) pick the same next token, over every prompt position."""
+    from glotta.server.engine.onnx_model import OnnxCausalLM
+
+    a, b = OnnxCausalLM(reference), OnnxCausalLM(other)
+    same = total = 0
+    for ids in prompts:
+        x, _ = a.prefill([ids], 0)
+        y, _ = b.prefill([ids], 0)
+        same += int((x[0].argmax(-1) == y[0].argmax(-1)).sum())
+        total += len(ids)
+    return same / max(total, 1)
+
+
 class TrtRunner:
     """One TensorRT execution context over the KV-cache graph: prefill, then one token per step."""
 
@@ -129,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     qdq = trt_export.quantize_qdq(onnx_path, work / "qdq.onnx", calib)
     qdq_sparse = trt_export.quantize_qdq(sparse, work / "qdq-sparse.onnx", calib)
     print(f"prepared {sparse} (2:4 verifier: {verify_path(sparse).ok}), {qdq}, {qdq_sparse}", flush=True)
+    for label, path in (("Q/DQ INT8", qdq), ("Q/DQ INT8 + 2:4 (no recovery fine-tune)", qdq_sparse)):
+        print(f"{label} ONNX: next-token agreement with fp32 on the calibration prompts "
+              f"{agreement(onnx_path, path, calib):.3f}", flush=True)
     try:
         trt_export.require_tensorrt()
         import torch

@@ -151,7 +151,8 @@ def test_s_curve_and_lsh_find_injected_near_duplicates():
     exact, sigs = dedup.keys(docs, 3, 128, 42)
     import numpy as np
 
-    dup_of, kind, _ = dedup.duplicates(exact, [sigs[:200], sigs[200:]], 32, 4, 0.5)
+    shards = [sigs[:200], sigs[200:]]
+    dup_of, kind, _ = dedup.duplicates(exact, shards, [dedup.band_keys(s, 32, 4) for s in shards], 0.5)
     removed = set(np.flatnonzero(dup_of >= 0).tolist())
     assert removed == set(truth), (sorted(removed - set(truth)), sorted(set(truth) - removed))
     assert all(dup_of[i] == truth[i] for i in truth)  # the first document of each cluster is the one kept
@@ -205,7 +206,10 @@ def test_prepare_end_to_end_with_stats_report_and_malformed_lines(tmp_path):
     assert st["clean"]["removed"] == {"too_short": count["short-"]}
     assert st["lang"]["removed"] == {"other_language": count["es-"]} and stats["language_histogram"]["es"] == count["es-"]
     assert st["dedup"]["removed"] == {"near_duplicate": count["near-"]}
-    assert st["dedup"]["examples"]["near_duplicate"][0]["estimated_jaccard"] >= 0.5
+    example = st["dedup"]["examples"]["near_duplicate"][0]
+    assert example["estimated_jaccard"] >= 0.5 and example["id"].startswith("near-")
+    kept_line = gzip.open(example["kept"]["source"], "rt").read().splitlines()[example["kept"]["line"] - 1]
+    assert json.loads(kept_line)["id"].startswith("fr-")  # the example names the original it duplicates
     assert st["dedup"]["docs_out"] == stats["output"]["docs"] == len(kept) == sum(stats["length_histogram"]["counts"])
     assert all(s["bytes_out"] <= s["bytes_in"] for s in st.values())
     html = (out / "report.html").read_text()

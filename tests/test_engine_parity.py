@@ -10,7 +10,7 @@ from glotta.export.quantize import derive_int8
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
-from .conftest import build_test_model
+from .conftest import FR, REPO, build_test_model
 
 PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
 
@@ -99,11 +99,12 @@ def test_int8_derivation_quantizes_every_matmul(tmp_path, test_model, monkeypatc
     assert "MatMulInteger" in ops
     assert ops.count("MatMul") <= 2 * 2  # only attention score/context products stay float (2 per layer)
     assert derive_int8(path / "1" / "model.onnx") == q  # cached
-    engine = OnnxEngine(path, threads=1, int8=True)
-    int8 = asyncio.run(_run(engine, PROMPTS, 20))
-    fp32 = asyncio.run(_run(OnnxEngine(path, threads=1), PROMPTS, 20))
+    # agreement is measured on trained weights (the shipped model): a random model's near-ties make it meaningless
+    shipped = REPO / FR
+    int8 = asyncio.run(_run(OnnxEngine(shipped, threads=1, int8=True), PROMPTS, 20))
+    fp32 = asyncio.run(_run(OnnxEngine(shipped, threads=1), PROMPTS, 20))
     agree = sum(a == b for (x, _), (y, _) in zip(int8, fp32) for a, b in zip(x, y))
-    assert agree >= 0.5 * 20 * len(PROMPTS), f"INT8 agrees on only {agree} tokens"
+    assert agree >= 0.75 * 20 * len(PROMPTS), f"INT8 agrees on only {agree} tokens"
 
 
 def test_hf_model_rebuilt_from_the_onnx_engine(tmp_path, test_model):

@@ -139,7 +139,11 @@ def _train_local(a: argparse.Namespace, cfg) -> int:
         err.print("[red]error:[/] `glotta train local` needs --data-path PREFIX and --save DIR")
         return 2
     try:
-        losses = train(cfg, a.data_path[0], a.save, a.seed, a.max_steps)
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
+        losses = train(cfg, a.data_path[0], a.save, a.seed, a.max_steps, valid_prefix=a.valid_data_path)
     except (OSError, ValueError) as e:
         err.print(f"[red]error:[/] {e}")
         return 2
@@ -175,6 +179,8 @@ def add_parsers(sub) -> None:
     tr.add_argument("--output", default="launch.sh")
     tr.add_argument("--max-steps", type=int, help="local: stop after this step (the run resumes from --save)")
     tr.add_argument("--seed", type=int, default=1234)
+    tr.add_argument("--valid-data-path", help="local: validation dataset prefix (instead of a split of --data-path)")
+    tr.add_argument("--threads", type=int, help="local: CPU threads for torch")
     tr.set_defaults(func=_train)
 
     t = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on your language")

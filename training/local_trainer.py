@@ -93,13 +93,19 @@ def _loss(model, batch: torch.Tensor) -> torch.Tensor:
 
 
 def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_steps: int | None = None,
-          progress: bool = True) -> list[float]:
-    """Train (or resume from `save`); returns the loss of every step run in this call."""
+          progress: bool = True, valid_prefix: str | None = None) -> list[float]:
+    """Train (or resume from `save`); returns the loss of every step run in this call. With `valid_prefix` (Megatron's
+    --valid-data-path) every document of `data_prefix` trains and validation reads that dataset instead of a split."""
     from tqdm import tqdm
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ds = MegatronDataset(data_prefix)
-    train_docs, valid_docs = split_documents(len(ds), cfg.split)
+    if valid_prefix:
+        valid_ds = MegatronDataset(valid_prefix)
+        train_docs, valid_docs = np.arange(len(ds)), np.arange(len(valid_ds))
+    else:
+        valid_ds = ds
+        train_docs, valid_docs = split_documents(len(ds), cfg.split)
     stream = SampleStream(ds, train_docs, cfg.seq_length, seed)
     model = build_model(cfg, seed).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -132,7 +138,7 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
             batch = torch.from_numpy(stream.take(cfg.micro_batch_size)).to(device)
             loss = _loss(model, batch) / accumulation
             loss.backward()
-            total += float(loss)
+            total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         opt.step()
         step += 1
@@ -141,7 +147,7 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
         bar.set_postfix(loss=f"{total:.3f}")
         bar.update()
         if step % cfg.eval_interval == 0 or step == steps:
-            history["valid"].append([step, evaluate(model, ds, valid_docs, cfg, device)])
+            history["valid"].append([step, evaluate(model, valid_ds, valid_docs, cfg, device)])
         if step % cfg.save_interval == 0 or step == steps:
             _save(save, step, model, cfg, opt, stream, history)
     bar.close()

@@ -1,11 +1,12 @@
 """Exact and MinHash-LSH near-duplicate detection over many shards, with bounded memory.
 
-Per document (in the shard workers): a 64-bit hash of the normalized text, and a MinHash signature of its word
-n-gram shingles (rensa, Rust: ~300k signatures/s on one core, so shingling in Python is the cost). Globally: one band
-at a time, the band keys of every shard are read from memory-mapped signature files, sorted, and documents sharing a
-key become candidates; a candidate joins a cluster only if the signatures' estimated Jaccard confirms it (this removes
-the false positives that NeMo Curator's optional Jaccard check targets). One document — the first in input order —
-is kept per cluster.
+Per document (in the shard workers): a 64-bit hash of the normalized text, a MinHash signature of its word n-gram
+shingles (rensa, Rust: ~300k signatures/s on one core, so shingling in Python is the cost) and its band keys.
+Globally: one band at a time, that band's keys of every shard are read from memory-mapped files, sorted, and
+documents sharing a key become candidates, confirmed only if their signatures' estimated Jaccard reaches the threshold
+(this removes the false positives NeMo Curator's optional Jaccard check targets). Then, in input order, a document is
+removed when it is confirmed similar to a document that is kept: unlike connected components (datatrove, NeMo
+Curator), no chain A ~ B ~ C removes C in favour of an unrelated A.
 """
 
 from __future__ import annotations
@@ -57,72 +58,71 @@ def s_curve(bands: int, rows: int, points=(0.5, 0.6, 0.7, 0.8, 0.9)) -> dict[str
     return {f"{j:.1f}": round(candidate_probability(j, bands, rows), 4) for j in points}
 
 
-def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
-    """64-bit key of each document's band (FNV-style mix of the rows' minima)."""
-    part = sig[:, band * rows:(band + 1) * rows].astype(np.uint64)
-    key = np.full(len(part), 1469598103934665603, np.uint64)
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """[bands, docs] 64-bit keys (FNV-style mix of each band's rows of minima); band-major so the global step reads
+    one band of a shard as one contiguous block."""
+    out = np.empty((bands, len(sig)), np.uint64)
     with np.errstate(over="ignore"):
-        for col in range(rows):
-            key = (key ^ part[:, col]) * np.uint64(1099511628211)
-    return key
+        for band in range(bands):
+            part = sig[:, band * rows:(band + 1) * rows].astype(np.uint64)
+            key = np.full(len(part), 1469598103934665603, np.uint64)
+            for col in range(rows):
+                key = (key ^ part[:, col]) * np.uint64(1099511628211)
+            out[band] = key
+    return out
 
 
-class UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n, dtype=np.int64)
-
-    def find(self, x: int) -> int:
-        root = x
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[x] != root:
-            self.parent[x], x = root, self.parent[x]
-        return int(root)
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # the smaller index (earlier in the input) stays the root: it is the document kept
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
-def duplicates(exact: np.ndarray, sigs: list[np.ndarray], bands: int, rows: int, verify: float
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def duplicates(exact: np.ndarray, sigs: list[np.ndarray], band_files: list[np.ndarray], verify: float,
+               max_checks: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(duplicate_of, kind, similarity) for documents in global input order: duplicate_of is -1 for kept
-    documents, else the kept document of its cluster; kind 1 = exact, 2 = near. `sigs` are per-shard (memmaps)."""
+    documents, else the kept document it duplicates; kind 1 = exact, 2 = near; similarity = estimated Jaccard.
+
+    Edges join a document to earlier ones: same exact key, or same LSH band key with signatures agreeing on at least
+    `verify` of the permutations (checked against at most `max_checks` earlier members of a bucket). Then, in input
+    order, a document is removed when it has an edge to a document that is kept — so every removed document is
+    directly similar to the one kept in its place, with no chains (A ~ B ~ C removing C for A). `sigs` [docs, perms]
+    and `band_files` [bands, docs] are per shard (memory-mapped): one band of every shard is in memory at a time."""
     n = len(exact)
-    uf = UnionFind(n)
-    kind = np.zeros(n, np.int8)
+    edges: dict[int, dict[int, float]] = {}  # later document → {earlier document: similarity}
     order = np.argsort(exact, kind="stable")
     same = np.flatnonzero(exact[order][1:] == exact[order][:-1])
-    for i in same:
-        uf.union(int(order[i]), int(order[i + 1]))
-        kind[max(order[i], order[i + 1])] = 1
+    first = {}
+    for i in same:  # every later copy points at the first document with that key
+        a, b = int(order[i]), int(order[i + 1])
+        head = first.setdefault(int(exact[a]), min(a, b))
+        for d in (a, b):
+            if d != head:
+                edges.setdefault(d, {})[head] = 2.0  # 2.0 marks an exact edge
     offsets = np.cumsum([0] + [len(s) for s in sigs])
 
     def sig(i: int) -> np.ndarray:
         shard = int(np.searchsorted(offsets, i, side="right") - 1)
         return np.asarray(sigs[shard][i - offsets[shard]])
 
-    similarity = np.zeros(n, np.float32)
+    bands = band_files[0].shape[0] if band_files else 0
     for band in range(bands):
-        keys = np.concatenate([band_keys(np.asarray(s), band, rows) for s in sigs]) if n else np.zeros(0, np.uint64)
+        keys = np.concatenate([np.asarray(b[band]) for b in band_files]) if n else np.zeros(0, np.uint64)
         order = np.argsort(keys, kind="stable")
         starts = np.flatnonzero(np.r_[True, keys[order][1:] != keys[order][:-1]])
         sizes = np.diff(np.r_[starts, n])
         for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-            members = np.sort(order[start:start + size])
-            head = int(members[0])
-            head_sig = sig(head)
-            for m in members[1:]:
-                m = int(m)
-                if uf.find(m) == uf.find(head):
-                    continue
-                est = float(np.mean(sig(m) == head_sig))
-                if est >= verify:
-                    uf.union(head, m)
-                    if kind[m] == 0:
-                        kind[m], similarity[m] = 2, est
-    roots = np.array([uf.find(i) for i in range(n)], np.int64)
-    dup_of = np.where(roots == np.arange(n), -1, roots)
-    kind[dup_of < 0] = 0
+            members = np.sort(order[start:start + size]).tolist()
+            for k, m in enumerate(members[1:], 1):
+                known = edges.get(m, {})
+                for earlier in members[max(0, k - max_checks):k]:
+                    if earlier in known:
+                        break
+                    est = float(np.mean(sig(m) == sig(earlier)))
+                    if est >= verify:
+                        edges.setdefault(m, {})[earlier] = est
+                        break
+    dup_of = np.full(n, -1, np.int64)
+    kind = np.zeros(n, np.int8)
+    similarity = np.zeros(n, np.float32)
+    for j in sorted(edges):  # in input order: the earlier documents' fate is already decided
+        kept = [i for i in sorted(edges[j]) if dup_of[i] < 0]
+        if kept:
+            i = kept[0]
+            dup_of[j], sim = i, edges[j][i]
+            kind[j], similarity[j] = (1, 1.0) if sim == 2.0 else (2, sim)
     return dup_of, kind, similarity

@@ -117,34 +117,75 @@ class ShardStats:
         return out
 
 
-def pass_a(cfg: PrepareConfig, shard: int) -> str:
-    """Blocks before dedup over one input file; keeps survivors, their exact keys and MinHash signatures."""
+def _jsonl(doc: Doc) -> bytes:
+    return (json.dumps({"text": doc.text, **doc.provenance()}, ensure_ascii=False) + "\n").encode()
+
+
+class _AtomicFile:
+    """A file written under a temporary name and renamed into place on success (bounded memory: it streams)."""
+
+    def __init__(self, path: Path, gz: bool = False) -> None:
+        self.path, self.gz = path, gz
+        self.tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+    def __enter__(self):
+        self.raw = open(self.tmp, "wb")
+        # mtime 0 and no name in the gzip header: the same documents give the same bytes
+        self.f = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, mtime=0) if self.gz else self.raw
+        return self.f
+
+    def __exit__(self, kind, *_) -> None:
+        if self.gz:
+            self.f.close()
+        self.raw.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def pass_a(cfg: PrepareConfig, shard: int, chunk: int = 10_000) -> str:
+    """Blocks before dedup over one input file, streamed: survivors are written as they come, their exact keys,
+    MinHash signatures and band keys computed per chunk of `chunk` documents."""
     marker = cfg.work / "a" / f"{shard:05d}.stats.json"
     if marker.exists():
         return "skipped"
     names, _ = cfg.split()
     blocks = build_blocks(cfg, names)
     stats = ShardStats(names)
-    kept: list[Doc] = []
-    for rec in read(Path(cfg.inputs[shard]), cfg.text_key):
-        if isinstance(rec, Malformed):
-            stats.malformed_count += 1
-            if len(stats.malformed) < 20:
-                stats.malformed.append(str(rec))
-            continue
-        stats.read_docs += 1
-        stats.read_bytes += len(rec.text.encode())
-        if stats.run(blocks, rec):
-            kept.append(rec)
-    lines = "".join(json.dumps({"text": d.text, **d.provenance()}, ensure_ascii=False) + "\n" for d in kept)
-    _atomic_write(cfg.work / "a" / f"{shard:05d}.jsonl", lines.encode())
+    keys: list[tuple[np.ndarray, np.ndarray]] = []
+    pending: list[Doc] = []
+
+    def flush() -> None:
+        if "dedup" in cfg.stages and pending:
+            start = time.perf_counter()
+            keys.append(dedup.keys([d.text for d in pending], cfg.shingle, cfg.bands * cfg.rows, cfg.seed,
+                                   [d.folded for d in pending]))
+            stats.dedup_seconds += time.perf_counter() - start
+        pending.clear()
+
+    with _AtomicFile(cfg.work / "a" / f"{shard:05d}.jsonl") as out:
+        for rec in read(Path(cfg.inputs[shard]), cfg.text_key):
+            if isinstance(rec, Malformed):
+                stats.malformed_count += 1
+                if len(stats.malformed) < 20:
+                    stats.malformed.append(str(rec))
+                continue
+            stats.read_docs += 1
+            stats.read_bytes += len(rec.text.encode())
+            if stats.run(blocks, rec):
+                out.write(_jsonl(rec))
+                pending.append(rec)
+                if len(pending) >= chunk:
+                    flush()
+        flush()
     if "dedup" in cfg.stages:
-        start = time.perf_counter()
-        exact, sigs = dedup.keys([d.text for d in kept], cfg.shingle, cfg.bands * cfg.rows, cfg.seed,
-                                 [d.folded for d in kept])
+        perms = cfg.bands * cfg.rows
+        exact = np.concatenate([k[0] for k in keys]) if keys else np.zeros(0, np.uint64)
+        sigs = np.concatenate([k[1] for k in keys]) if keys else np.zeros((0, perms), np.uint32)
         _save_npy(cfg.work / "a" / f"{shard:05d}.exact.npy", exact)
         _save_npy(cfg.work / "a" / f"{shard:05d}.sig.npy", sigs)
-        stats.dedup_seconds = time.perf_counter() - start
+        _save_npy(cfg.work / "a" / f"{shard:05d}.bands.npy", dedup.band_keys(sigs, cfg.bands, cfg.rows))
     _atomic_write(marker, json.dumps(stats.to_json(blocks)).encode())
     return "done"
 
@@ -157,9 +198,9 @@ def global_dedup(cfg: PrepareConfig) -> str:
     exact = np.concatenate([np.load(cfg.work / "a" / f"{i:05d}.exact.npy") for i in range(n_shards)])
     sigs = [np.load(cfg.work / "a" / f"{i:05d}.sig.npy", mmap_mode="r") for i in range(n_shards)]
     start = time.perf_counter()
-    dup_of, kind, sim = dedup.duplicates(exact, sigs, cfg.bands, cfg.rows, cfg.verify)
+    bands = [np.load(cfg.work / "a" / f"{i:05d}.bands.npy", mmap_mode="r") for i in range(n_shards)]
+    dup_of, kind, sim = dedup.duplicates(exact, sigs, bands, cfg.verify)
     took = time.perf_counter() - start
-    kind[(dup_of >= 0) & (kind == 0)] = 2
     _save_npy(cfg.work / "dedup.dup_of.npy", dup_of)
     _save_npy(cfg.work / "dedup.kind.npy", kind)
     _save_npy(cfg.work / "dedup.sim.npy", sim)
@@ -188,33 +229,33 @@ def pass_b(cfg: PrepareConfig, shard: int) -> str:
         dup_of = np.load(cfg.work / "dedup.dup_of.npy", mmap_mode="r")[start:start + sizes[shard]]
         kind = np.load(cfg.work / "dedup.kind.npy", mmap_mode="r")[start:start + sizes[shard]]
         sim = np.load(cfg.work / "dedup.sim.npy", mmap_mode="r")[start:start + sizes[shard]]
-    out = []
-    for row, rec in enumerate(_read_a(cfg, shard)):
-        doc = Doc(rec["text"], rec["source"], rec["line"], rec["id"])
-        if "dedup" in cfg.stages:
-            s = stats.stages["dedup"]
-            s["docs_in"] += 1
-            s["bytes_in"] += len(doc.text.encode())
-            if dup_of[row] >= 0:
-                reason = "exact_duplicate" if kind[row] == 1 else "near_duplicate"
-                s["removed"][reason] += 1
-                ex = s["examples"].setdefault(reason, [])
-                if len(ex) < EXAMPLES:
-                    ex.append({**doc.provenance(), "text": doc.text[:600], "duplicate_of": int(dup_of[row]),
-                               "estimated_jaccard": round(float(sim[row]), 3) if kind[row] == 2 else 1.0})
+    with _AtomicFile(Path(cfg.output) / f"part-{shard:05d}.jsonl.gz", gz=True) as out:
+        for row, rec in enumerate(_read_a(cfg, shard)):
+            doc = Doc(rec["text"], rec["source"], rec["line"], rec["id"])
+            if "dedup" in cfg.stages and not _dedup_keeps(stats.stages["dedup"], doc, int(dup_of[row]),
+                                                          int(kind[row]), float(sim[row])):
                 continue
-            s["docs_out"] += 1
-            s["bytes_out"] += len(doc.text.encode())
-        if stats.run(blocks, doc):
-            out.append(doc)
-            stats.lengths[np.searchsorted(LENGTH_BINS, len(doc.text), side="right") - 1] += 1
-    lines = "".join(json.dumps({"text": d.text, **d.provenance()}, ensure_ascii=False) + "\n" for d in out)
-    tmp = Path(cfg.output) / f".part-{shard:05d}.jsonl.gz.tmp{os.getpid()}"
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        gz.write(lines.encode())  # mtime 0 and no name: the same documents give the same bytes
-    os.replace(tmp, Path(cfg.output) / f"part-{shard:05d}.jsonl.gz")
+            if stats.run(blocks, doc):
+                out.write(_jsonl(doc))
+                stats.lengths[np.searchsorted(LENGTH_BINS, len(doc.text), side="right") - 1] += 1
     _atomic_write(marker, json.dumps(stats.to_json(blocks)).encode())
     return "done"
+
+
+def _dedup_keeps(s: dict, doc: Doc, dup_of: int, kind: int, sim: float) -> bool:
+    s["docs_in"] += 1
+    s["bytes_in"] += len(doc.text.encode())
+    if dup_of >= 0:
+        reason = "exact_duplicate" if kind == 1 else "near_duplicate"
+        s["removed"][reason] += 1
+        ex = s["examples"].setdefault(reason, [])
+        if len(ex) < EXAMPLES:
+            ex.append({**doc.provenance(), "text": doc.text[:600], "duplicate_of": dup_of,
+                       "estimated_jaccard": round(sim, 3) if kind == 2 else 1.0})
+        return False
+    s["docs_out"] += 1
+    s["bytes_out"] += len(doc.text.encode())
+    return True
 
 
 def prepare_dirs(cfg: PrepareConfig) -> None:

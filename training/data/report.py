@@ -22,6 +22,25 @@ def _merge_stage(into: dict, s: dict) -> None:
         have.extend(ex[:EXAMPLES - len(have)])
 
 
+def _kept_of_examples(cfg: PrepareConfig, examples: dict, sizes: list[int]) -> None:
+    """Name the document each duplicate example was kept in place of (source, line and opening text)."""
+    import numpy as np
+
+    offsets = np.cumsum([0, *sizes])
+    wanted: dict[int, dict[int, list[dict]]] = {}
+    for ex in (x for exs in examples.values() for x in exs):
+        shard = int(np.searchsorted(offsets, ex["duplicate_of"], side="right") - 1)
+        wanted.setdefault(shard, {}).setdefault(ex["duplicate_of"] - int(offsets[shard]), []).append(ex)
+    for shard, rows in wanted.items():
+        with open(cfg.work / "a" / f"{shard:05d}.jsonl", encoding="utf-8") as f:
+            for row, line in enumerate(f):
+                for ex in rows.get(row, []):
+                    kept = json.loads(line)
+                    ex["kept"] = {"source": kept["source"], "line": kept["line"], "text": kept["text"][:300]}
+                if row >= max(rows):
+                    break
+
+
 def merge(cfg: PrepareConfig) -> dict:
     n = len(cfg.inputs)
     stages: dict[str, dict] = {name: {} for name in cfg.stages}
@@ -45,7 +64,9 @@ def merge(cfg: PrepareConfig) -> dict:
     out_docs = sum(lengths)
     last = stages[cfg.stages[-1]] if cfg.stages else {"bytes_out": read_bytes}
     if "dedup" in stages and (cfg.work / "dedup.json").exists():
-        stages["dedup"]["seconds"] += json.loads((cfg.work / "dedup.json").read_text()).get("seconds", 0)
+        info = json.loads((cfg.work / "dedup.json").read_text())
+        stages["dedup"]["seconds"] += info.get("seconds", 0)
+        _kept_of_examples(cfg, stages["dedup"].get("examples", {}), info["shard_sizes"])
     for s in stages.values():
         s["removed"] = dict(sorted(s.get("removed", {}).items()))
         s["seconds"] = round(s.get("seconds", 0), 3)
@@ -120,8 +141,10 @@ def write(cfg: PrepareConfig) -> dict:
     examples = "".join(
         f"<details><summary>{e(n)} — {e(r)} ({len(ex)} examples)</summary>"
         + "".join(f"<pre>{e(x['source'])}:{x['line']}"
-                  + (f" (duplicate of document #{x['duplicate_of']}, est. Jaccard {x['estimated_jaccard']})"
-                     if "duplicate_of" in x else "") + f"\n{e(x['text'])}</pre>" for x in ex) + "</details>"
+                  + (f" (est. Jaccard {x['estimated_jaccard']} with the kept {e(x['kept']['source'])}:"
+                     f"{x['kept']['line']})" if "kept" in x else "") + f"\n{e(x['text'])}"
+                  + (f"\n--- kept:\n{e(x['kept']['text'])}" if "kept" in x else "") + "</pre>" for x in ex)
+        + "</details>"
         for n, s in stats["stages"].items() for r, ex in s.get("examples", {}).items())
     curve = ""
     if stats["dedup"]:
