@@ -23,7 +23,7 @@ from glotta.training.megatron_config import TrainConfig
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tests.test_megatron_reader import _args, _shard_legacy, _write
+from tests.test_megatron_reader import _args, _shard_legacy, _write, distinct_weights_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "model_repository" / "glotta-fr-tiny"
@@ -35,11 +35,7 @@ CFG = TrainConfig(name="ft", num_layers=2, hidden_size=128, num_attention_heads=
 
 @pytest.fixture(scope="module")
 def reference():
-    model = build_model(CFG, 5).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    return distinct_weights_model(CFG, 5)
 
 
 @pytest.fixture(scope="module")

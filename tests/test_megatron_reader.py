@@ -14,13 +14,19 @@ CFG = TrainConfig(name="r", num_layers=4, hidden_size=64, num_attention_heads=4,
                   train_samples=1, init_method_std=0.2)
 
 
-@pytest.fixture(scope="module")
-def reference():
-    model = build_model(CFG, 3).eval()
+def distinct_weights_model(cfg: TrainConfig, seed: int):
+    """A model of the local trainer's architecture in which no tensor equals another (biases and norms would start
+    at 0 / 1), so a tensor read into the wrong place shows."""
+    model = build_model(cfg, seed).eval()
     with torch.no_grad():
-        for p in model.parameters():  # no tensor equal to another (biases and norms would start at 0 / 1)
+        for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return distinct_weights_model(CFG, 3)
 
 
 def _args(tp: int, pp: int, model=None) -> argparse.Namespace:
