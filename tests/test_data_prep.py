@@ -310,3 +310,18 @@ def test_prepared_shards_feed_the_megatron_conversion(tmp_path):
              "--vocab-file", str(tok / "vocab.json"), "--merge-file", str(tok / "merges.txt"), "--append-eod")
     r = _prepare("inspect", str(tmp_path / "ds_text_document"))
     assert f"{len(_kept(tmp_path / 'o'))}" in r.stdout.replace(",", "")
+
+
+def test_oscar_2019_text_and_jsonl_records(tmp_path):
+    from glotta.training.data.records import Malformed, expand, read
+
+    (tmp_path / "fr_part_1.txt.gz").write_bytes(gzip.compress("première ligne\n\nseconde ligne\n".encode()))
+    (tmp_path / "x.jsonl").write_text('{"content": "OSCAR 21", "id": "a1"}\n{"text": "mC4"}\n[1]\n')
+    docs = list(read(tmp_path / "fr_part_1.txt.gz"))
+    assert [(d.text, d.line, d.id) for d in docs] == [("première ligne", 1, "fr_part_1.txt.gz:1"),
+                                                      ("seconde ligne", 3, "fr_part_1.txt.gz:3")]
+    recs = list(read(tmp_path / "x.jsonl"))
+    assert [(r.text, r.id) for r in recs[:2]] == [("OSCAR 21", "a1"), ("mC4", "x.jsonl:2")]
+    assert isinstance(recs[2], Malformed) and str(recs[2]).endswith("x.jsonl:3: not a JSON object")
+    assert expand([str(tmp_path / "*.gz"), str(tmp_path / "x.jsonl")]) == [tmp_path / "fr_part_1.txt.gz",
+                                                                            tmp_path / "x.jsonl"]
