@@ -7,8 +7,8 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages whole: no wrapping in the middle of a path
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _shape(a: argparse.Namespace):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages whole: no wrapping in the middle of a path
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _eod_id(tokenizer: str | None, vocab: int) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _loadtest(a: argparse.Namespace) -> int:

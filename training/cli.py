@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages whole: no wrapping in the middle of a path
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _tokenizer(a: argparse.Namespace) -> int:
