@@ -14,33 +14,15 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from glotta.server.engine.tokenizer import Tokenizer
-
-# engine input name, numpy dtype, (ensemble input, default) for the sampling tensors
-_SAMPLING = {
-    "fastertransformer": [
-        ("runtime_top_k", np.uint32, "top_k", 0),
-        ("runtime_top_p", np.float32, "top_p", 0.0),
-        ("temperature", np.float32, "temperature", 1.0),
-        ("random_seed", np.uint64, "seed", 0),
-        ("is_return_log_probs", np.bool_, "return_log_probs", False),
-    ],
-    "tensorrtllm": [
-        ("runtime_top_k", np.int32, "top_k", 0),
-        ("runtime_top_p", np.float32, "top_p", 0.0),
-        ("temperature", np.float32, "temperature", 1.0),
-        ("seed", np.uint64, "seed", 0),
-        ("return_log_probs", np.bool_, "return_log_probs", False),
-    ],
-}
-_ID_TYPE = {"fastertransformer": np.uint32, "tensorrtllm": np.int32}
+from glotta.server.triton.interface import DEFAULTS, ENGINE_TENSORS, engine_sampling
 
 
 def _params(args: dict) -> tuple[str, Tokenizer]:
     config = json.loads(args["model_config"])
     params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
     target = params.get("target", "fastertransformer")
-    if target not in _SAMPLING:
-        raise ValueError(f"parameter target must be one of {sorted(_SAMPLING)}, not {target!r}")
+    if target not in ENGINE_TENSORS:
+        raise ValueError(f"parameter target must be one of {sorted(ENGINE_TENSORS)}, not {target!r}")
     tok_dir = (Path(args["model_repository"]) / params.get("tokenizer_dir", ".")).resolve()
     return target, Tokenizer(tok_dir / "tokenizer.json")
 
@@ -68,7 +50,9 @@ def _optional(request, name: str, default, dtype) -> np.ndarray:
 class Preprocessing:
     def initialize(self, args: dict) -> None:
         self.target, self.tokenizer = _params(args)
-        self.id_type = _ID_TYPE[self.target]
+        id_type, _, self.extra = ENGINE_TENSORS[self.target]
+        self.id_type = np.dtype(id_type.lower()).type
+        self.sampling = engine_sampling(self.target)
 
     def execute(self, requests):
         responses = []
@@ -94,11 +78,11 @@ class Preprocessing:
                 pb_utils.Tensor("request_output_len", max_tokens.astype(self.id_type)),
                 pb_utils.Tensor("stop_words_list", stop_words),
             ]
-            for name, dtype, source, default in _SAMPLING[self.target]:
-                out.append(pb_utils.Tensor(name, _optional(request, source, default, dtype)))
-            if self.target == "tensorrtllm":
-                eod = np.full((len(encoded), 1), self.tokenizer.eod_id, np.int32)
-                out += [pb_utils.Tensor("end_id", eod), pb_utils.Tensor("pad_id", eod)]
+            for source, name, _, dtype in self.sampling:
+                default = DEFAULTS[source]  # no seed (None) is seed 0 for the engines
+                out.append(pb_utils.Tensor(name, _optional(request, source, 0 if default is None else default, dtype)))
+            eod = np.full((len(encoded), 1), self.tokenizer.eod_id, np.int32)
+            out += [pb_utils.Tensor(name, eod) for name in self.extra]  # TRT-LLM's end_id / pad_id
             responses.append(pb_utils.InferenceResponse(output_tensors=out))
         return responses
 
