@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from .data.pipeline import AtomicFile
+
 
 def _glotta(*argv: str) -> None:
     from glotta.server.cli import build_parser
@@ -45,18 +47,15 @@ def heldout(text: str, fraction: float) -> bool:
 
 def split(cleaned: Path, work: Path, fraction: float) -> dict:
     counts = {"train": 0, "valid": 0}
-    if (work / "valid.jsonl").exists():
+    if (work / "split.json").exists():
         return json.loads((work / "split.json").read_text())
-    with open(work / "train.jsonl.tmp", "w", encoding="utf-8") as tr, open(work / "valid.jsonl.tmp", "w",
-                                                                          encoding="utf-8") as va:
+    with AtomicFile(work / "train.jsonl") as tr, AtomicFile(work / "valid.jsonl") as va:
         for part in sorted(cleaned.glob("part-*.jsonl.gz")):
-            for line in gzip.open(part, "rt", encoding="utf-8"):
+            for line in gzip.open(part, "rb"):
                 which = "valid" if heldout(json.loads(line)["text"], fraction) else "train"
                 (va if which == "valid" else tr).write(line)
                 counts[which] += 1
-    (work / "split.json").write_text(json.dumps(counts))
-    (work / "train.jsonl.tmp").replace(work / "train.jsonl")
-    (work / "valid.jsonl.tmp").replace(work / "valid.jsonl")
+    (work / "split.json").write_text(json.dumps(counts))  # last: the step's completion marker
     return counts
 
 

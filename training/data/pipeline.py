@@ -3,7 +3,7 @@ dedup, final JSONL) → stats.json + report.html.
 
 Every step writes through a temporary name and a rename, and its last file is its completion marker, so a killed job
 rerun with the same settings skips what is done and produces byte-identical output. Shards are the input files, in
-sorted order; the kept document of a duplicate cluster is the first in that order.
+sorted order; of duplicates, the one kept is the first in that order.
 """
 
 from __future__ import annotations
@@ -57,18 +57,6 @@ class PrepareConfig(BaseModel):
         return self.stages[:i], self.stages[i + 1:]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
-
-
 def build_blocks(cfg: PrepareConfig, names: list[str]) -> list:
     from .filters import Blacklist, Clean, Language, Quality, load_terms
 
@@ -86,7 +74,7 @@ class ShardStats:
         self.malformed_count = 0
         self.lengths = np.zeros(len(LENGTH_BINS) - 1, np.int64)
         self.read_docs = self.read_bytes = 0
-        self.dedup_seconds = 0.0  # signatures (pass A) or the global step's share (pass B)
+        self.dedup_seconds = 0.0  # exact keys, signatures and band keys (pass A)
 
     def run(self, blocks: list, doc: Doc) -> bool:
         for block in blocks:
@@ -100,7 +88,7 @@ class ShardStats:
                 s["removed"][reason] += 1
                 ex = s["examples"].setdefault(reason, [])
                 if len(ex) < EXAMPLES:
-                    ex.append({**doc.provenance(), "text": doc.text[:600]})
+                    ex.append({**doc.provenance(), "text": doc.text[:600], **getattr(block, "example", {})})
                 return False
             s["docs_out"] += 1
             s["bytes_out"] += len(doc.text.encode())
@@ -121,7 +109,7 @@ def _jsonl(doc: Doc) -> bytes:
     return (json.dumps({"text": doc.text, **doc.provenance()}, ensure_ascii=False) + "\n").encode()
 
 
-class _AtomicFile:
+class AtomicFile:
     """A file written under a temporary name and renamed into place on success (bounded memory: it streams)."""
 
     def __init__(self, path: Path, gz: bool = False) -> None:
@@ -144,6 +132,16 @@ class _AtomicFile:
             self.tmp.unlink(missing_ok=True)
 
 
+def _atomic_write(path: Path, data: bytes) -> None:
+    with AtomicFile(path) as f:
+        f.write(data)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with AtomicFile(path) as f:
+        np.save(f, arr)
+
+
 def pass_a(cfg: PrepareConfig, shard: int, chunk: int = 10_000) -> str:
     """Blocks before dedup over one input file, streamed: survivors are written as they come, their exact keys,
     MinHash signatures and band keys computed per chunk of `chunk` documents."""
@@ -164,7 +162,7 @@ def pass_a(cfg: PrepareConfig, shard: int, chunk: int = 10_000) -> str:
             stats.dedup_seconds += time.perf_counter() - start
         pending.clear()
 
-    with _AtomicFile(cfg.work / "a" / f"{shard:05d}.jsonl") as out:
+    with AtomicFile(cfg.work / "a" / f"{shard:05d}.jsonl") as out:
         for rec in read(Path(cfg.inputs[shard]), cfg.text_key):
             if isinstance(rec, Malformed):
                 stats.malformed_count += 1
@@ -222,19 +220,15 @@ def pass_b(cfg: PrepareConfig, shard: int) -> str:
         return "skipped"
     _, names = cfg.split()
     blocks = build_blocks(cfg, names)
-    stats = ShardStats(["dedup", *names] if "dedup" in cfg.stages else names)
     if "dedup" in cfg.stages:
         sizes = json.loads((cfg.work / "dedup.json").read_text())["shard_sizes"]
-        start = sum(sizes[:shard])
-        dup_of = np.load(cfg.work / "dedup.dup_of.npy", mmap_mode="r")[start:start + sizes[shard]]
-        kind = np.load(cfg.work / "dedup.kind.npy", mmap_mode="r")[start:start + sizes[shard]]
-        sim = np.load(cfg.work / "dedup.sim.npy", mmap_mode="r")[start:start + sizes[shard]]
-    with _AtomicFile(Path(cfg.output) / f"part-{shard:05d}.jsonl.gz", gz=True) as out:
-        for row, rec in enumerate(_read_a(cfg, shard)):
+        rows = slice(sum(sizes[:shard]), sum(sizes[:shard + 1]))
+        blocks.insert(0, Duplicates(*(np.load(cfg.work / f"dedup.{n}.npy", mmap_mode="r")[rows]
+                                      for n in ("dup_of", "kind", "sim"))))
+    stats = ShardStats([b.name for b in blocks])
+    with AtomicFile(Path(cfg.output) / f"part-{shard:05d}.jsonl.gz", gz=True) as out:
+        for rec in _read_a(cfg, shard):
             doc = Doc(rec["text"], rec["source"], rec["line"], rec["id"])
-            if "dedup" in cfg.stages and not _dedup_keeps(stats.stages["dedup"], doc, int(dup_of[row]),
-                                                          int(kind[row]), float(sim[row])):
-                continue
             if stats.run(blocks, doc):
                 out.write(_jsonl(doc))
                 stats.lengths[np.searchsorted(LENGTH_BINS, len(doc.text), side="right") - 1] += 1
@@ -242,20 +236,23 @@ def pass_b(cfg: PrepareConfig, shard: int) -> str:
     return "done"
 
 
-def _dedup_keeps(s: dict, doc: Doc, dup_of: int, kind: int, sim: float) -> bool:
-    s["docs_in"] += 1
-    s["bytes_in"] += len(doc.text.encode())
-    if dup_of >= 0:
-        reason = "exact_duplicate" if kind == 1 else "near_duplicate"
-        s["removed"][reason] += 1
-        ex = s["examples"].setdefault(reason, [])
-        if len(ex) < EXAMPLES:
-            ex.append({**doc.provenance(), "text": doc.text[:600], "duplicate_of": dup_of,
-                       "estimated_jaccard": round(sim, 3) if kind == 2 else 1.0})
-        return False
-    s["docs_out"] += 1
-    s["bytes_out"] += len(doc.text.encode())
-    return True
+class Duplicates:
+    """Pass B's dedup block: the global step's verdict on each document of the shard, read in order."""
+
+    name = "dedup"
+
+    def __init__(self, dup_of: np.ndarray, kind: np.ndarray, sim: np.ndarray) -> None:
+        self.dup_of, self.kind, self.sim, self.row = dup_of, kind, sim, -1
+        self.example: dict = {}  # what a removed document's example adds: the document kept in its place
+
+    def __call__(self, doc: Doc) -> str | None:
+        self.row += 1
+        if self.dup_of[self.row] < 0:
+            return None
+        near = self.kind[self.row] == 2
+        self.example = {"duplicate_of": int(self.dup_of[self.row]),
+                        "estimated_jaccard": round(float(self.sim[self.row]), 3) if near else 1.0}
+        return "near_duplicate" if near else "exact_duplicate"
 
 
 def prepare_dirs(cfg: PrepareConfig) -> None:
