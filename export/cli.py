@@ -78,6 +78,8 @@ def _convert(a: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
+    from glotta.training.tokenizer import copy_files
+
     from .megatron_reader import CheckpointError, read, to_hf
 
     if not (a.source and a.output):
@@ -99,9 +101,7 @@ def _convert(a: argparse.Namespace) -> int:
     if a.action == "hf":
         model.save_pretrained(out, safe_serialization=True)
         if tok_dir is not None:
-            for name in ("tokenizer.json", "vocab.json", "merges.txt"):
-                if (tok_dir / name).is_file():
-                    shutil.copy(tok_dir / name, out / name)
+            copy_files(tok_dir, out)
         summary = {k: v for k, v in shape.items() if k != "args"}
         console.print(f"wrote {out} (safetensors + config{' + tokenizer' if tok_dir else ''}): {summary}")
         return 0

@@ -104,6 +104,8 @@ def calibration_ids(model_dir: Path, tokenizer: str | None) -> list[list[int]]:
 
 
 def trtllm(a: argparse.Namespace) -> int:
+    from glotta.training.tokenizer import copy_files
+
     from .megatron_reader import CheckpointError, read, to_hf
     from .trtllm import TrtllmPlan, script, validate
 
@@ -123,9 +125,7 @@ def trtllm(a: argparse.Namespace) -> int:
         return 2
     to_hf(merged, shape).save_pretrained(plan.hf_dir, safe_serialization=True)
     if a.tokenizer:
-        for name in ("tokenizer.json", "vocab.json", "merges.txt"):
-            if (Path(a.tokenizer) / name).is_file():
-                shutil.copy(Path(a.tokenizer) / name, plan.hf_dir / name)
+        copy_files(a.tokenizer, plan.hf_dir)
     build = out / "build.sh"
     build.write_text(script(plan))
     build.chmod(0o755)

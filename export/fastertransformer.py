@@ -99,6 +99,8 @@ def config_ini(shape: dict, infer_gpus: int, weight_data_type: str, ffn: int, en
 def write(merged: dict, shape: dict, out: str | Path, infer_gpus: int, weight_data_type: str = "fp16",
           end_id: int = 50256, tokenizer_dir: str | Path | None = None) -> Path:
     """Write `out/<N>-gpu/`; built in a temporary sibling and renamed, so an interrupted export leaves nothing."""
+    from glotta.training.tokenizer import copy_files
+
     check_shape(shape, infer_gpus)
     if weight_data_type not in DTYPES:
         raise FTExportError(f"--weight-data-type must be one of {sorted(DTYPES)}")
@@ -116,9 +118,7 @@ def write(merged: dict, shape: dict, out: str | Path, infer_gpus: int, weight_da
         args = vars(shape["args"]) if shape.get("args") is not None else {}
         (tmp / "args.txt").write_text("".join(f"{k}: {v}\n" for k, v in sorted(args.items())))
         if tokenizer_dir is not None:
-            for name in ("vocab.json", "merges.txt"):
-                if (Path(tokenizer_dir) / name).is_file():
-                    shutil.copy(Path(tokenizer_dir) / name, tmp / name)
+            copy_files(tokenizer_dir, tmp, ("vocab.json", "merges.txt"))
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

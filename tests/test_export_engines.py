@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from glotta.export import fastertransformer as ft
@@ -166,13 +165,9 @@ def test_tensorrt_profiles_cover_every_input_of_the_served_onnx():
 
 
 def _next_token_logits(path: Path, ids: list[int]) -> np.ndarray:
-    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), np.int64),
-             "position_ids": np.arange(len(ids))[None]}
-    for i in s.get_inputs():
-        if i.name.startswith("past_key_values."):
-            feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)
-    return s.run(["logits"], feeds)[0][0]
+    from glotta.server.engine.onnx_model import OnnxCausalLM
+
+    return OnnxCausalLM(path).prefill([ids], 0)[0][0]
 
 
 def test_sparse_and_qdq_onnx_for_tensorrt(tmp_path):

@@ -9,7 +9,6 @@ JSON, missing key, invalid UTF-8) are skipped, counted and reported with their f
 
 from __future__ import annotations
 
-import glob
 import gzip
 import itertools
 import json
@@ -47,10 +46,9 @@ def load_tokenizer(vocab_file: str | None = None, merge_file: str | None = None,
 
 
 def input_files(patterns: list[str]) -> list[str]:
-    files = sorted({f for p in patterns for f in glob.glob(p)})
-    if not files:
-        raise FileNotFoundError(f"no input file matches {patterns}")
-    return files
+    from .data.records import expand
+
+    return [str(p) for p in expand(patterns)]
 
 
 def iter_chunks(files: list[str], lines_per_chunk: int) -> Iterator[list[tuple[str, int, bytes]]]:

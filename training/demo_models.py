@@ -105,6 +105,7 @@ def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, 
     from glotta.training.local_trainer import mean_loss, samples_of
     from glotta.training.megatron_checkpoint import latest, load
     from glotta.training.megatron_dataset import MegatronDataset
+    from glotta.training.tokenizer import copy_files
 
     merged, shape = read(work / "checkpoints", vocab)
     cfg = load(latest(work / "checkpoints"))["args"].glotta_config
@@ -118,8 +119,7 @@ def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, 
     history = json.loads((work / "checkpoints" / "loss.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     export_gpt2_onnx(model, out / "1" / "model.onnx", fp16_weights=True)
-    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
-        shutil.copy(tok / name, out / name)
+    copy_files(tok, out)
     stages = {n: {"in": s["docs_in"], "out": s["docs_out"], "removed": s["removed"]} for n, s in prep["stages"].items()}
     steps = len(history["loss"])
     meta = {

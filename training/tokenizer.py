@@ -18,6 +18,16 @@ from typing import Iterator
 from .convert import EOD, input_files
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+FILES = ("tokenizer.json", "vocab.json", "merges.txt")  # HF tokenizers' file, Megatron's GPT2BPETokenizer files
+
+
+def copy_files(src: str | Path, dst: str | Path, names: tuple[str, ...] = FILES) -> None:
+    """Copy the tokenizer files `src` holds (of `names`) beside an exported model."""
+    import shutil
+
+    for name in names:
+        if (Path(src) / name).is_file():
+            shutil.copy(Path(src) / name, Path(dst) / name)
 
 
 def _unit(text: str, salt: bytes) -> float:

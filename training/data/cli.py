@@ -35,11 +35,10 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
 
 
 def _config(a: argparse.Namespace):
-    from .pipeline import STAGES, PrepareConfig
+    from .pipeline import DEFAULT_STAGES, STAGES, PrepareConfig
     from .records import expand
 
-    stages = [a.action] if a.action in STAGE_ACTIONS else (
-        a.stages.split(",") if a.stages else ["clean", "lang", "blacklist", "dedup"])
+    stages = [a.action] if a.action in STAGE_ACTIONS else (a.stages.split(",") if a.stages else DEFAULT_STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown or len(set(stages)) != len(stages):
         raise ValueError(f"--stages: unknown or repeated stage in {stages} (choose from {', '.join(STAGES)})")
@@ -107,7 +106,7 @@ def step(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import report
-    from .executors import run_step
+    from .executors import STEPS
     from .pipeline import PrepareConfig, global_dedup
 
     cfg = PrepareConfig.model_validate_json(Path(a.config).read_text())
@@ -115,7 +114,7 @@ def step(a: argparse.Namespace) -> int:
         if a.shard is None:
             err.print("[red]error:[/] --shard is required for steps a and b")
             return 2
-        print(run_step(a.step, cfg.model_dump_json(), a.shard))
+        print(STEPS[a.step](cfg, a.shard))
     elif a.step == "dedup":
         print(global_dedup(cfg))
     else:

@@ -12,13 +12,10 @@ Curator), no chain A ~ B ~ C removes C in favour of an unrelated A.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import numpy as np
 
-from .filters import fold
-
-WORD = re.compile(r"\w+")
+from .filters import WORD, fold
 
 
 def words(text: str, folded: str | None = None) -> list[str]:

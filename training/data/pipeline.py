@@ -23,6 +23,7 @@ from . import dedup
 from .records import Doc, Malformed, read
 
 STAGES = ("clean", "quality", "lang", "blacklist", "dedup")
+DEFAULT_STAGES = ["clean", "lang", "blacklist", "dedup"]
 LENGTH_BINS = [0, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 2**62]
 EXAMPLES = 5
 
@@ -31,7 +32,7 @@ class PrepareConfig(BaseModel):
     inputs: list[str]
     output: str
     lang: str
-    stages: list[str] = ["clean", "lang", "blacklist", "dedup"]
+    stages: list[str] = DEFAULT_STAGES
     text_key: str | None = None
     min_chars: int = 256
     lang_threshold: float = 0.65
