@@ -13,10 +13,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /opt/glotta
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY server ./server
 COPY clients ./clients
 COPY export ./export
 COPY training ./training
+COPY loadtests ./loadtests
+COPY cli ./cli
 # Serving extras only (no torch); the gRPC stubs are compiled now, not at the first request.
 RUN python3 -m pip install --no-cache-dir . \
     && python3 -c "from glotta.server.grpc_api import load_stubs; load_stubs()"

@@ -1,5 +1,6 @@
 # Two commands for a newcomer: `make serve` (the gateway on :5000 with the shipped fr/es models) and `make test`.
 PYTHON ?= python3
+PORT ?= 5000
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -19,7 +20,7 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.serve-deps
 
 serve: $(VENV)/.serve-deps
-	$(BIN)/glotta serve --port 5000
+	$(BIN)/glotta serve --port $(PORT)
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest
@@ -39,9 +40,9 @@ gpu-check: $(VENV)/.test-deps
 # results stay in build/ (an interrupted build resumes; delete build/ to start again).
 CORPUS ?= ../shared/corpus
 demo-models: $(VENV)/.test-deps
-	$(BIN)/python -m glotta.training.demo_models --input $(CORPUS)/fr.jsonl.gz --lang fr \
+	$(BIN)/python -m glotta.cli.demo_models --input $(CORPUS)/fr.jsonl.gz --lang fr \
 		--output model_repository/glotta-fr-tiny --work build/demo-fr & \
-	$(BIN)/python -m glotta.training.demo_models --input $(CORPUS)/es.jsonl.gz --lang es \
+	$(BIN)/python -m glotta.cli.demo_models --input $(CORPUS)/es.jsonl.gz --lang es \
 		--output model_repository/glotta-es-tiny --work build/demo-es & \
 	wait
 

@@ -108,7 +108,7 @@ def ids_in(folder: Path, pattern: str) -> set[str]:
 
 def run_glotta(inp: Path, out: Path, workers: int, stages: str = "clean,lang,blacklist,dedup") -> tuple[float, dict]:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "glotta.server.cli", "data", "prepare", "--input", f"{inp}/*.jsonl.gz",
+    subprocess.run([sys.executable, "-m", "glotta.cli", "data", "prepare", "--input", f"{inp}/*.jsonl.gz",
                     "--lang", "fr", "--output", str(out), "--workers", str(workers), "--stages", stages], check=True,
                    stdout=subprocess.DEVNULL)
     took = time.perf_counter() - start

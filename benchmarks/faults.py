@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+
 from glotta.server.triton.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]

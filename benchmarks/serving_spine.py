@@ -65,8 +65,9 @@ def hf_tokens_per_s(model, tok, batch: int, n: int) -> float:
 def hf_figures(model_dir: Path, n: int) -> dict[str, float]:
     """HF `generate` at batch 1 and 8 on the engine's own weights (rebuilt from the ONNX initializers)."""
     import torch
+
+    from glotta.core.tokenizer import Tokenizer
     from glotta.export.onnx_export import hf_from_onnx
-    from glotta.server.engine.tokenizer import Tokenizer
 
     torch.set_num_threads(os.cpu_count() or 1)
     model = hf_from_onnx(model_dir)
@@ -116,20 +117,6 @@ async def http_aggregate(url: str, model: str, clients: int, requests_each: int,
         return tokens / (time.perf_counter() - t)
 
 
-def start_gateway(model: str, port: int, extra: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "glotta.server.cli", "serve", "--model", model, "--port", str(port),
-           "--host", "127.0.0.1", "--log-level", "warning", "--grpc-port", "0", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("gateway did not start")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="glotta-fr-tiny")
@@ -141,8 +128,9 @@ def main() -> None:
     ap.add_argument("--hf-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
+    from glotta.clients.local_gateway import LocalGateway
+    from glotta.core.model_folder import resolve_model
     from glotta.server.engine.onnx_engine import OnnxEngine
-    from glotta.server.models import resolve_model
 
     model_dir = resolve_model(a.model, ROOT / "model_repository")
     if a.hf_only:  # child process: torch's OpenMP threads stay out of the engine's process
@@ -166,8 +154,9 @@ def main() -> None:
 
     http: dict[str, dict[str, list[float]]] = {}
     for precision, extra in (("fp32", []), ("int8", ["--int8"])):
-        proc = start_gateway(a.model, a.port, extra + (["--threads", str(a.threads)] if a.threads else []))
-        url = f"http://127.0.0.1:{a.port}"
+        gateway = LocalGateway(["--model", a.model, "--log-level", "warning", *extra,
+                                *(["--threads", str(a.threads)] if a.threads else [])], port=a.port)
+        url = gateway.url
         try:
             asyncio.run(http_aggregate(url, a.model, 4, 1, 16))  # warm-up
             with console.status(f"HTTP {precision}: 1 vs 16 clients"):
@@ -176,8 +165,7 @@ def main() -> None:
                         asyncio.run(http_aggregate(url, a.model, 1, 6, n)))
                     http[precision].setdefault("16", []).append(asyncio.run(http_aggregate(url, a.model, 16, 3, n)))
         finally:
-            proc.terminate()
-            proc.wait()
+            gateway.stop()
 
     med = {k: statistics.median(v) for k, v in runs.items()}
     ratio = lambda num, den: statistics.median(np.array(runs[num]) / np.array(runs[den]))  # noqa: E731

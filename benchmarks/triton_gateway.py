@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
-from glotta.server.triton.launcher import TritonServer
 from rich.console import Console
 from rich.table import Table
 from serving_spine import PROMPTS, http_aggregate, start_gateway
+
+from glotta.server.triton.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()

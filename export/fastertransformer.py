@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from glotta.core.megatron.shape import GPTShape
+from glotta.core.tokenizer import Tokenizer, copy_tokenizer_files
+
 # decoder_masked_multihead_attention.cu: `switch (hidden_size_per_head)` (104 is TRT-LLM only).
 FT_HEAD_SIZES = (32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256)
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
@@ -26,9 +29,9 @@ class FTExportError(ValueError):
     pass
 
 
-def check_shape(shape: dict, infer_gpus: int) -> None:
+def check_shape(shape: GPTShape, infer_gpus: int) -> None:
     """Refuse what FasterTransformer's GPT cannot run, before a byte is written."""
-    h, heads = shape["hidden"], shape["heads"]
+    h, heads = shape.hidden, shape.heads
     hn = h // heads
     if h % heads or hn not in FT_HEAD_SIZES:
         raise FTExportError(
@@ -45,9 +48,9 @@ def _suggest(hidden: int, heads: int) -> str:
     return "; ".join(f"{n} heads (head size {hidden // n})" for n in options[:3]) or "a hidden size divisible by 64"
 
 
-def ft_tensors(merged: dict, shape: dict, infer_gpus: int) -> dict[str, np.ndarray]:
+def ft_tensors(merged: dict, shape: GPTShape, infer_gpus: int) -> dict[str, np.ndarray]:
     """{file name without `.bin`: array} in FT's orientation (fp32; the caller casts)."""
-    h, heads, n = shape["hidden"], shape["heads"], infer_gpus
+    h, heads, n = shape.hidden, shape.heads, infer_gpus
     hn, local = h // heads, heads // infer_gpus
 
     def a(t) -> np.ndarray:
@@ -57,7 +60,7 @@ def ft_tensors(merged: dict, shape: dict, infer_gpus: int) -> dict[str, np.ndarr
            "model.final_layernorm.weight": a(merged["lnf_w"]), "model.final_layernorm.bias": a(merged["lnf_b"])}
     if "lm_head" in merged and not np.array_equal(a(merged["lm_head"]), out["model.wte"]):
         out["model.lm_head.weight"] = a(merged["lm_head"])
-    for i in range(shape["layers"]):
+    for i in range(shape.layers):
         g = lambda name: a(merged[(i, name)])  # noqa: E731
         p = f"model.layers.{i}."
         out.update({p + "input_layernorm.weight": g("ln1_w"), p + "input_layernorm.bias": g("ln1_b"),
@@ -78,12 +81,12 @@ def ft_tensors(merged: dict, shape: dict, infer_gpus: int) -> dict[str, np.ndarr
     return out
 
 
-def config_ini(shape: dict, infer_gpus: int, weight_data_type: str, ffn: int, end_id: int) -> str:
+def config_ini(shape: GPTShape, infer_gpus: int, weight_data_type: str, ffn: int, end_id: int) -> str:
     cfg = configparser.ConfigParser()
     cfg["gpt"] = {
-        "model_name": "gpt", "head_num": str(shape["heads"]), "size_per_head": str(shape["hidden"] // shape["heads"]),
-        "inter_size": str(ffn), "num_layer": str(shape["layers"]), "max_pos_seq_len": str(shape["positions"]),
-        "vocab_size": str(shape["vocab"]), "has_adapters": "False", "adapter_inter_size": "0",
+        "model_name": "gpt", "head_num": str(shape.heads), "size_per_head": str(shape.head_size),
+        "inter_size": str(ffn), "num_layer": str(shape.layers), "max_pos_seq_len": str(shape.positions),
+        "vocab_size": str(shape.vocab), "has_adapters": "False", "adapter_inter_size": "0",
         "layernorm_eps": "1e-05", "start_id": str(end_id), "end_id": str(end_id),
         "weight_data_type": weight_data_type, "tensor_para_size": str(infer_gpus),
         "layernorm_type": "pre_layernorm", "activation_type": "Gelu", "has_positional_encoding": "True",
@@ -96,10 +99,11 @@ def config_ini(shape: dict, infer_gpus: int, weight_data_type: str, ffn: int, en
         return f.read()
 
 
-def write(merged: dict, shape: dict, out: str | Path, infer_gpus: int, weight_data_type: str = "fp16",
-          end_id: int = 50256, tokenizer_dir: str | Path | None = None) -> Path:
-    """Write `out/<N>-gpu/`; built in a temporary sibling and renamed, so an interrupted export leaves nothing."""
-    from glotta.training.tokenizer import copy_files
+def write(merged: dict, shape: GPTShape, out: str | Path, infer_gpus: int, tokenizer_dir: str | Path,
+          weight_data_type: str = "fp16") -> Path:
+    """Write `out/<N>-gpu/`; built in a temporary sibling and renamed, so an interrupted export leaves nothing.
+    `end_id` (and start_id) is the tokenizer's EOD: never guessed from the vocabulary size."""
+    end_id = Tokenizer(tokenizer_dir).eod_id
 
     check_shape(shape, infer_gpus)
     if weight_data_type not in DTYPES:
@@ -114,11 +118,10 @@ def write(merged: dict, shape: dict, out: str | Path, infer_gpus: int, weight_da
         dtype = DTYPES[weight_data_type]
         for name, arr in ft_tensors(merged, shape, infer_gpus).items():
             np.ascontiguousarray(arr.astype(dtype)).tofile(tmp / f"{name}.bin")
-        (tmp / "config.ini").write_text(config_ini(shape, infer_gpus, weight_data_type, shape["ffn"], end_id))
-        args = vars(shape["args"]) if shape.get("args") is not None else {}
+        (tmp / "config.ini").write_text(config_ini(shape, infer_gpus, weight_data_type, shape.ffn, end_id))
+        args = vars(shape.args) if shape.args is not None else {}
         (tmp / "args.txt").write_text("".join(f"{k}: {v}\n" for k, v in sorted(args.items())))
-        if tokenizer_dir is not None:
-            copy_files(tokenizer_dir, tmp, ("vocab.json", "merges.txt"))
+        copy_tokenizer_files(tokenizer_dir, tmp, ("vocab.json", "merges.txt"))
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

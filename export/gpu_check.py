@@ -120,11 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", help="folder for the ONNX variants and plans (default: a temporary one)")
     a = ap.parse_args(argv)
-    from glotta.export.quantize import derive_int8
     from glotta.export.sparsity import sparsify_onnx, verify_path
+    from glotta.server.engine.int8 import derive_int8
 
     from . import tensorrt as trt_export
-    from .engine_cli import calibration_ids
+    from .tensorrt import calibration_ids
 
     model = Path(a.model)
     onnx_path = model / "1" / "model.onnx"
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(label, json.dumps(rows[label]), flush=True)
     sparse = work / "sparse.onnx"
     sparsify_onnx(onnx_path, sparse)
-    calib = calibration_ids(model, None)
+    calib = calibration_ids(model)
     qdq = trt_export.quantize_qdq(onnx_path, work / "qdq.onnx", calib)
     qdq_sparse = trt_export.quantize_qdq(sparse, work / "qdq-sparse.onnx", calib)
     print(f"prepared {sparse} (2:4 verifier: {verify_path(sparse).ok}), {qdq}, {qdq_sparse}", flush=True)

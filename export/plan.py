@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GB = 1024**3
+GIB = 1024**3  # the talk's "325.96 GB" for 175 B fp16 weights is this unit: 350 × 10⁹ bytes
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "fp16 2:4": 1.0 + 2 / 16}
-GPU_MEMORY_GB = {"V100-16GB": 16, "V100-32GB": 32, "A100-40GB": 40, "A100-80GB": 80, "H100-80GB": 80,
+GPU_MEMORY_GIB = {"V100-16GB": 16, "V100-32GB": 32, "A100-40GB": 40, "A100-80GB": 80, "H100-80GB": 80,
                  "H200-141GB": 141}
 
 
@@ -23,8 +23,8 @@ class ModelShape:
     hidden_size: int | None = None
 
 
-def weights_gb(params: int) -> dict[str, float]:
-    return {precision: params * b / GB for precision, b in BYTES_PER_WEIGHT.items()}
+def weights_gib(params: int) -> dict[str, float]:
+    return {precision: params * b / GIB for precision, b in BYTES_PER_WEIGHT.items()}
 
 
 def kv_bytes_per_token(shape: ModelShape, bytes_per_value: float = 2.0) -> float | None:
@@ -33,12 +33,12 @@ def kv_bytes_per_token(shape: ModelShape, bytes_per_value: float = 2.0) -> float
     return 2 * shape.num_layers * shape.hidden_size * bytes_per_value
 
 
-def min_tensor_parallel(total_gb_at_tp1: float, kv_gb: float, gpu_gb: float, usable: float = 0.9,
+def min_tensor_parallel(total_gib_at_tp1: float, kv_gib: float, gpu_gib: float, usable: float = 0.9,
                         max_tp: int = 64) -> int | None:
     """Smallest power-of-two TP whose per-GPU share (weights and KV cache split across it) fits."""
     tp = 1
     while tp <= max_tp:
-        if (total_gb_at_tp1 + kv_gb) / tp <= usable * gpu_gb:
+        if (total_gib_at_tp1 + kv_gib) / tp <= usable * gpu_gib:
             return tp
         tp *= 2
     return None

@@ -138,7 +138,7 @@ def verify_path(path: str | Path) -> SparsityReport:
                 if zp is not None:
                     zps[name] = float(np.asarray(numpy_helper.to_array(zp)).mean())
         return check(arrays, zps)
-    from .megatron_reader import read
+    from glotta.core.megatron.reader import read
 
     merged, shape = read(path)
     arrays = {f"layers.{k[0]}.{k[1]}": (v.float().numpy(), 1) for k, v in merged.items()
@@ -150,8 +150,8 @@ def perplexity(model, prefix: str | Path, seq: int, max_samples: int = 64) -> fl
     """Perplexity on a Megatron .bin/.idx dataset: documents concatenated, cut into seq + 1 samples."""
     import math
 
+    from glotta.core.megatron.indexed import MegatronDataset
     from glotta.training.local_trainer import mean_loss, samples_of
-    from glotta.training.megatron_dataset import MegatronDataset
 
     ds = MegatronDataset(prefix)
     samples = samples_of(ds, range(len(ds)), seq, max_samples)

@@ -9,6 +9,7 @@ prompts), because TensorRT 10 deprecates implicit calibrators.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -145,3 +146,14 @@ def _CapturingLogger(trt):  # noqa: N802 - a factory: tensorrt's ILogger base cl
                 print(f"[TensorRT] {msg}")
 
     return Logger()
+
+
+def calibration_ids(tokenizer: Path) -> list[list[int]]:
+    """Token ids of the shipped load-test prompts, the calibration set for INT8."""
+    from importlib.resources import files
+
+    from glotta.core.tokenizer import Tokenizer
+
+    tok = Tokenizer(tokenizer)
+    prompts = files("glotta.loadtests").joinpath("prompts.jsonl").read_text().splitlines()
+    return [tok.encode(json.loads(line)["prompt"]) for line in prompts if line.strip()]

@@ -11,6 +11,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from glotta.core.megatron.shape import GPTShape
+
 # decoderMaskedMultiheadAttention.cu: MMHA_SUPPORTED_HEAD_SIZES
 TRTLLM_HEAD_SIZES = (32, 48, 64, 80, 96, 104, 112, 128, 144, 160, 192, 224, 256)
 QUANT_FLAGS = {
@@ -37,9 +39,9 @@ class TrtllmPlan:
     calib_dataset: str | None = None
 
 
-def validate(plan: TrtllmPlan, shape: dict) -> None:
+def validate(plan: TrtllmPlan, shape: GPTShape) -> None:
     """Refuse what the TensorRT-LLM GPT path cannot build or run, with the reason."""
-    h, heads = shape["hidden"], shape["heads"]
+    h, heads = shape.hidden, shape.heads
     if h % heads or h // heads not in TRTLLM_HEAD_SIZES:
         raise ValueError(f"head size {h}/{heads} = {h / heads:g} is not supported by TensorRT-LLM's masked multi-head "
                          f"attention (supported: {', '.join(map(str, TRTLLM_HEAD_SIZES))})")
@@ -47,8 +49,8 @@ def validate(plan: TrtllmPlan, shape: dict) -> None:
         raise ValueError(f"--quant must be one of {', '.join(QUANT_FLAGS)}")
     if heads % plan.tp:
         raise ValueError(f"{heads} heads cannot be split over --tp {plan.tp}")
-    if plan.max_seq_len > shape["positions"]:
-        raise ValueError(f"--max-seq-len {plan.max_seq_len} exceeds the model's {shape['positions']} positions")
+    if plan.max_seq_len > shape.positions:
+        raise ValueError(f"--max-seq-len {plan.max_seq_len} exceeds the model's {shape.positions} positions")
     if plan.max_input_len >= plan.max_seq_len:
         raise ValueError("--max-input-len must be below --max-seq-len (room to generate)")
     if plan.quant == "smoothquant" and not plan.calib_dataset:

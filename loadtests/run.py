@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+
+from glotta.clients.local_gateway import LocalGateway
+from glotta.core.net import free_port_block
 
 from .report import render_report
 
@@ -34,14 +36,8 @@ VARIANTS = {"fp32": [], "int8": ["--int8"], "triton": ["--engine", "triton"]}
 class Target:
     label: str
     url: str
-    proc: subprocess.Popen | None = None
+    server: LocalGateway | None = None
     info: dict = field(default_factory=dict)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_loopback(url: str) -> None:
@@ -57,29 +53,13 @@ def check_loopback(url: str) -> None:
 def start_server(variant: str, models: list[str], log_dir: Path) -> Target:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (choose from {sorted(VARIANTS)})")
-    port = _free_port()
     extra = list(VARIANTS[variant])
     if variant == "triton":
-        from glotta.server.triton.launcher import free_port_block
-
         extra += ["--triton-base-port", str(free_port_block(3))]
-    cmd = [sys.executable, "-m", "glotta.server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--grpc-port", "0", "--log-level", "warning", *(a for m in models for a in ("--model", m)), *extra]
     log_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(cmd, stdout=(log_dir / f"server-{variant}.log").open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"glotta serve ({variant}) exited; see {log_dir / f'server-{variant}.log'}")
-        try:
-            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                return Target(variant, url, proc)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"glotta serve ({variant}) not ready after 180 s")
+    args = ["--log-level", "warning", *(a for m in models for a in ("--model", m)), *extra]
+    gateway = LocalGateway(args, log_dir / f"server-{variant}.log")
+    return Target(variant, gateway.url, gateway)
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -155,15 +135,14 @@ def run(targets: list[str], variants: list[str], users: list[int], duration: str
         target = item if isinstance(item, Target) else start_server(item, models, output)
         try:
             meta["targets"].append({"label": target.label, "url": target.url,
-                                    "engine": "started by glotta loadtest" if target.proc else "external",
+                                    "engine": "started by glotta loadtest" if target.server else "external",
                                     "models": httpx.get(target.url + "/v1/models", timeout=10).json()["data"]})
             for n in users:
                 progress(f"{target.label}: {n} users, {duration}")
                 meta["runs"].append(run_level(target, scenario, n, duration, output, max_requests, by_lang))
         finally:
-            if target.proc is not None:
-                target.proc.terminate()
-                target.proc.wait(30)
+            if target.server is not None:
+                target.server.stop()
     tmp = output / "meta.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(output / "meta.json")

@@ -1,88 +1,134 @@
-"""One place that turns failures into HTTP answers: Megatron's texts on `/api`, OpenAI's error object on `/v1`.
-
-No handler lets a stack trace reach a client: validation → 400, unknown model → 404, engine down → 503.
+"""Every failure becomes one answer, from one table: `GlottaError.kind` → HTTP status and gRPC code; the body's
+shape and field names are those of the route's API family — Megatron's `{"message", "param"}` on `/api`, OpenAI's
+`{"error": {"message", "type", "param", "code"}}` everywhere else. No stack trace reaches a client.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
+import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
-from .engine.protocol import EngineError, EngineUnavailable
-from .entrypoints.megatron.protocol import FieldError
-from .limits import Overloaded, RequestTimeout
-from .models import ModelNotFound
+from glotta.core.errors import ErrorKind, GlottaError
 
 log = logging.getLogger("glotta.server")
 
+CODES: dict[ErrorKind, tuple[int, grpc.StatusCode]] = {
+    ErrorKind.INVALID: (400, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorKind.UNAUTHORIZED: (401, grpc.StatusCode.UNAUTHENTICATED),
+    ErrorKind.NOT_FOUND: (404, grpc.StatusCode.NOT_FOUND),
+    ErrorKind.METHOD: (405, grpc.StatusCode.UNIMPLEMENTED),
+    ErrorKind.TOO_LARGE: (413, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorKind.OVERLOADED: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ErrorKind.INTERNAL: (500, grpc.StatusCode.INTERNAL),
+    ErrorKind.UNAVAILABLE: (503, grpc.StatusCode.UNAVAILABLE),
+    ErrorKind.TIMEOUT: (504, grpc.StatusCode.DEADLINE_EXCEEDED),
+}
+_KIND_OF_STATUS = {status: kind for kind, (status, _) in CODES.items()}
+# the engine's neutral field names → each family's wire names: in `param`, and in the message for identifiers
+WIRE_NAMES = {
+    "megatron": {"prompt": "prompts", "max_new_tokens": "tokens_to_generate", "add_bos": "add_BOS",
+                 "seed": "random_seed"},
+    "openai": {"max_new_tokens": "max_tokens", "add_bos": "prompt"},
+}
 
-class ApiError(Exception):
-    """An error a handler raises with its status, message and the field to blame."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.kind = status, message, param, kind
+def family(path: str) -> str:
+    return "megatron" if path == "/api" or path.startswith("/api/") else "openai"
 
 
-def error_response(request: Request, status: int, message: str, param: str | None, kind: str) -> JSONResponse:
-    if request.url.path.startswith("/api"):
-        # Megatron's own tooling reads `message` (werkzeug style); `param` names the field.
-        return JSONResponse({"message": message, "param": param}, status_code=status)
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status)
+def _rename(text: str | None, names: dict[str, str]) -> str | None:
+    if not text or not names:
+        return text
+    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], text)
 
 
-def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+def wire(api: str, e: GlottaError) -> tuple[str, str | None]:
+    """(message, param) with the family's field names."""
+    names = WIRE_NAMES[api]
+    return _rename(e.message, {k: v for k, v in names.items() if "_" in k and "_" in v}), _rename(e.param, names)
+
+
+def body(api: str, e: GlottaError) -> dict:
+    message, param = wire(api, e)
+    if api == "megatron":  # Megatron's own tooling reads `message` (werkzeug style); `param` names the field
+        return {"message": message, "param": param}
+    return {"error": {"message": message, "type": e.kind.value, "param": param, "code": CODES[e.kind][0]}}
+
+
+def headers(e: GlottaError) -> dict[str, str]:
+    out = {}
+    if e.retry_after is not None:
+        out["Retry-After"] = str(e.retry_after)
+    if e.kind is ErrorKind.UNAUTHORIZED:
+        out["WWW-Authenticate"] = "Bearer"
+    return out
+
+
+def response(path: str, e: GlottaError) -> JSONResponse:
+    return JSONResponse(body(family(path), e), status_code=CODES[e.kind][0], headers=headers(e))
+
+
+def grpc_code(e: GlottaError) -> grpc.StatusCode:
+    return CODES[e.kind][1]
+
+
+def from_validation(exc: RequestValidationError | ValidationError) -> GlottaError:
+    """pydantic's first error, as a GlottaError naming the field (a validator's own GlottaError is kept)."""
     err = exc.errors()[0]
     cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, FieldError):
-        return cause.message, cause.param
+    if isinstance(cause, GlottaError):
+        return cause
     loc = [str(x) for x in err.get("loc", ()) if x != "body"]
     if err.get("type") == "json_invalid":
-        return f"Invalid JSON body: {err.get('msg')}", "body"
+        return GlottaError(ErrorKind.INVALID, f"Invalid JSON body: {err.get('msg')}", "body")
     if err.get("type") == "missing" and not loc:
-        return "request body is required", "body"
+        return GlottaError(ErrorKind.INVALID, "request body is required", "body")
     param = ".".join(loc) or "body"
-    return f"{param}: {err.get('msg')}", param
+    return GlottaError(ErrorKind.INVALID, f"{param}: {err.get('msg')}", param)
+
+
+def from_http(request: Request, exc: HTTPException) -> GlottaError:
+    """Starlette's own answers (unknown route, wrong method, an undecodable body) in the family's shape."""
+    kind = _KIND_OF_STATUS.get(exc.status_code, ErrorKind.INVALID if exc.status_code < 500 else ErrorKind.INTERNAL)
+    if exc.status_code == 404:
+        return GlottaError(kind, f"no route {request.method} {request.url.path}", "path")
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("allow", "")
+        return GlottaError(kind, f"method {request.method} is not allowed on {request.url.path}"
+                           + (f" (allowed: {allowed})" if allowed else ""), "method")
+    if exc.status_code == 400:  # FastAPI could not decode the body (not UTF-8)
+        return GlottaError(kind, "request body is not valid UTF-8 JSON", "body")
+    return GlottaError(kind, str(exc.detail))
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _describe_validation(exc)
-        if request.url.path.startswith("/api") and message == "request body is required":
-            message, param = "prompts argument required", "prompts"
-        return error_response(request, 400, message, param, "invalid_request_error")
+        e = from_validation(exc)
+        if family(request.url.path) == "megatron" and e.message == "request body is required":
+            e = GlottaError(ErrorKind.INVALID, "prompts argument required", "prompts")
+        return response(request.url.path, e)
 
-    @app.exception_handler(ApiError)
-    async def _api(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc.status, exc.message, exc.param, exc.kind)
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        e = from_http(request, exc)
+        r = response(request.url.path, e)
+        if exc.status_code == 405 and exc.headers:
+            r.headers.update(exc.headers)
+        return r
 
-    @app.exception_handler(EngineError)
-    async def _engine(request: Request, exc: EngineError) -> JSONResponse:
-        return error_response(request, 400, exc.message, exc.param, "invalid_request_error")
-
-    @app.exception_handler(ModelNotFound)
-    async def _model(request: Request, exc: ModelNotFound) -> JSONResponse:
-        return error_response(request, 404, str(exc), "model", "not_found_error")
-
-    @app.exception_handler(EngineUnavailable)
-    async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:
-        return error_response(request, 503, f"model unavailable: {exc}", None, "service_unavailable")
-
-    @app.exception_handler(Overloaded)
-    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        response = error_response(request, 429, str(exc), None, "overloaded")
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
-
-    @app.exception_handler(RequestTimeout)
-    async def _timeout(request: Request, exc: RequestTimeout) -> JSONResponse:
-        return error_response(request, 504, str(exc), None, "timeout")
+    @app.exception_handler(GlottaError)
+    async def _glotta(request: Request, exc: GlottaError) -> JSONResponse:
+        return response(request.url.path, exc)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
-        return error_response(request, 500, "internal server error", None, "internal_error")
+        return response(request.url.path, GlottaError(ErrorKind.INTERNAL, "internal server error"))

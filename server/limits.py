@@ -15,6 +15,8 @@ from typing import AsyncIterator
 
 from prometheus_client import Counter
 
+from glotta.core.errors import ErrorKind, GlottaError
+
 from .engine.protocol import Chunk, Engine, GenerationRequest
 
 REJECTED = Counter("glotta_rejected_requests_total", "Generation requests refused", ["model", "reason"])
@@ -27,16 +29,6 @@ class Limits:
     queue_timeout_s: float = 60.0  # until the first token
     request_timeout_s: float = 600.0  # whole generation
     retry_after_s: int = 1
-
-
-class Overloaded(Exception):
-    def __init__(self, model: str, limit: int, retry_after: int) -> None:
-        super().__init__(f"model {model} is overloaded: {limit} requests in flight, retry later")
-        self.retry_after = retry_after
-
-
-class RequestTimeout(Exception):
-    pass
 
 
 class GuardedEngine:
@@ -57,7 +49,8 @@ class GuardedEngine:
         lim = self.limits
         if self.inflight >= lim.max_inflight:
             REJECTED.labels(self._engine.name, "overloaded").inc()
-            raise Overloaded(self._engine.name, lim.max_inflight, lim.retry_after_s)
+            raise GlottaError(ErrorKind.OVERLOADED, f"model {self._engine.name} is overloaded: {lim.max_inflight} "
+                              "requests in flight, retry later", retry_after=lim.retry_after_s)
         self.inflight += 1
         stream = self._engine.generate(request).__aiter__()
         deadline = time.monotonic() + lim.request_timeout_s
@@ -68,12 +61,14 @@ class GuardedEngine:
                 return
             except asyncio.TimeoutError:
                 REJECTED.labels(self._engine.name, "queue_timeout").inc()
-                raise RequestTimeout(f"no token within the queue timeout ({lim.queue_timeout_s:g} s)") from None
+                raise GlottaError(ErrorKind.TIMEOUT, f"no token within the queue timeout ({lim.queue_timeout_s:g} s)"
+                                  ) from None
             yield first
             async for chunk in stream:
                 if time.monotonic() > deadline:
                     REJECTED.labels(self._engine.name, "request_timeout").inc()
-                    raise RequestTimeout(f"generation exceeded the request timeout ({lim.request_timeout_s:g} s)")
+                    raise GlottaError(ErrorKind.TIMEOUT,
+                                      f"generation exceeded the request timeout ({lim.request_timeout_s:g} s)")
                 yield chunk
         finally:
             self.inflight -= 1

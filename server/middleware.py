@@ -4,7 +4,9 @@ Pure ASGI (no response buffering), so SSE streams pass straight through.
 - Every response carries `X-Request-Id` (the client's, or a new one), and one JSON log line per request names it.
 - With API keys set, `/api` and `/v1/*` need `Authorization: Bearer KEY`; health, metrics and the docs stay open. Keys
   are compared as SHA-256 digests with `hmac.compare_digest` and never logged; a 401 does not say what was wrong.
-- Bodies over the limit get 413 (from Content-Length at once, or counted while reading).
+- Bodies over the limit get 413, from Content-Length or counted while reading. Before answering, the rest of the body
+  is read and discarded up to a bound (as nginx's lingering close does), then the connection closes: a client that
+  writes its whole body before reading (Python's urllib, http.client, requests) reads the 413 instead of a reset.
 - POST/PUT bodies are read as JSON whatever their Content-Type (`curl -d` without `-H` sends form encoding).
 - A client that disconnects before its answer cancels the handler, so its rows leave the batch at the next step.
 """
@@ -19,10 +21,14 @@ import logging
 import time
 import uuid
 
-from . import metrics
+from glotta.core.errors import ErrorKind, GlottaError
+
+from . import errors, metrics
 
 log = logging.getLogger("glotta.access")
 OPEN_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/redoc")
+LINGER_BYTES = 64 * 1024 * 1024  # at most this much of an oversized body is read and discarded before the 413
+LINGER_S = 5.0
 COUNTED = ("/api", "/v1/completions")
 
 
@@ -35,7 +41,7 @@ class _BodyTooLarge(Exception):
 
 
 class GatewayMiddleware:
-    def __init__(self, app, api_keys: set[str] | None = None, max_body_bytes: int = 2 * 1024 * 1024) -> None:
+    def __init__(self, app, api_keys: set[str] | None, max_body_bytes: int) -> None:
         self.app = app
         self._keys = [_digest(k) for k in (api_keys or ())]
         self.max_body = max_body_bytes
@@ -67,16 +73,18 @@ class GatewayMiddleware:
 
         try:
             if self._keys and not path.startswith(OPEN_PREFIXES) and not self._authorized(headers):
-                return await self._reject(path, send_wrapper, 401, "Unauthorized", "authentication_error")
+                return await self._reject(path, send_wrapper, GlottaError(ErrorKind.UNAUTHORIZED, "Unauthorized"))
             length = headers.get(b"content-length", b"")
             if length.isdigit() and int(length) > self.max_body:
-                return await self._reject(path, send_wrapper, 413, self._too_large(), "request_too_large")
+                await self._linger(receive)
+                return await self._reject(path, send_wrapper, self._too_large(), close=True)
             if method in ("POST", "PUT"):
                 kept = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"]
                 scope = dict(scope, headers=[*kept, (b"content-type", b"application/json")])
             await self._run(scope, receive, send_wrapper, state)
         except _BodyTooLarge:
-            await self._reject(path, send_wrapper, 413, self._too_large(), "request_too_large")
+            await self._linger(receive)
+            await self._reject(path, send_wrapper, self._too_large(), close=True)
         finally:
             if path in COUNTED or path.startswith("/v1/templates/"):
                 label = "/v1/templates/{name}/run" if path.startswith("/v1/templates/") else path
@@ -85,8 +93,24 @@ class GatewayMiddleware:
                 log.info(json.dumps({"request_id": request_id, "method": method, "path": path,
                                      "status": state["status"], "ms": round((time.perf_counter() - started) * 1e3, 2)}))
 
-    def _too_large(self) -> str:
-        return f"request body larger than {self.max_body} bytes"
+    def _too_large(self) -> GlottaError:
+        return GlottaError(ErrorKind.TOO_LARGE, f"request body larger than {self.max_body} bytes", "body")
+
+    @staticmethod
+    async def _linger(receive) -> None:
+        """Read and drop what the client is still sending (bounded in bytes and time), so it can read our answer."""
+        async def drain() -> None:
+            seen = 0
+            while seen < LINGER_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body"):
+                    return
+                seen += len(message.get("body", b""))
+
+        try:
+            await asyncio.wait_for(drain(), LINGER_S)
+        except asyncio.TimeoutError:
+            pass
 
     async def _run(self, scope, receive, send, state) -> None:
         """Read the body (bounded), run the app on it, and cancel the app if the client disconnects first.
@@ -141,14 +165,11 @@ class GatewayMiddleware:
             watcher.cancel()
 
     @staticmethod
-    async def _reject(path: str, send, status: int, message: str, kind: str) -> None:
-        if path.startswith("/api"):
-            body = {"message": message, "param": None}
-        else:
-            body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-        data = json.dumps(body).encode()
+    async def _reject(path: str, send, e: GlottaError, close: bool = False) -> None:
+        data = json.dumps(errors.body(errors.family(path), e)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        headers += [(k.lower().encode(), v.encode()) for k, v in errors.headers(e).items()]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": errors.CODES[e.kind][0], "headers": headers})
         await send({"type": "http.response.body", "body": data})

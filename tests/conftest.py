@@ -3,58 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from glotta.server.triton.launcher import free_port_block  # noqa: F401 - re-exported for the tests
+
+from glotta.clients.local_gateway import LocalGateway
+from glotta.core.net import free_port, free_port_block  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO = ROOT / "model_repository"
 FR, ES = "glotta-fr-tiny", "glotta-es-tiny"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Gateway(LocalGateway):
+    """A real `glotta serve` (uvicorn subprocess), with its gRPC port open too."""
 
-
-class Gateway:
     def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
-        self.port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        cmd = [sys.executable, "-m", "glotta.server.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--grpc-port", str(self.grpc_port)]
-        self.proc = subprocess.Popen(
-            cmd + args, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited:\n{log.read_text()}")
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"gateway not ready:\n{log.read_text()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        super().__init__(args, log, env, grpc_port=None, timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -100,9 +67,10 @@ def build_test_model(out: Path, eod_always: bool = False, seed: int = 0):
     emits a constant vector that the EOD embedding matches best, so EOD is always the most likely next token.
     """
     import torch
-    from glotta.export.onnx_export import export_gpt2_onnx
-    from glotta.server.engine.tokenizer import Tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    from glotta.core.tokenizer import Tokenizer
+    from glotta.export.onnx_export import export_gpt2_onnx
 
     tok = Tokenizer(REPO / FR / "tokenizer.json")
     torch.manual_seed(seed)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from glotta.clients.client import AsyncGlottaClient, GlottaClient, GlottaError
 
 
@@ -36,7 +37,7 @@ def test_async_client(gateway):
 
 def test_cli_generate(gateway):
     r = subprocess.run(
-        [sys.executable, "-m", "glotta.server.cli", "generate", "Le système", "--url", gateway.url,
+        [sys.executable, "-m", "glotta.cli", "generate", "Le système", "--url", gateway.url,
          "--max-tokens", "5", "--temperature", "0"],
         capture_output=True, text=True, timeout=60,
     )
@@ -45,10 +46,10 @@ def test_cli_generate(gateway):
 
 
 def test_cli_errors_are_clear():
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "serve", "--model", "no-such-model"],
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "serve", "--model", "no-such-model"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "no-such-model" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "generate", "x", "--url", "http://127.0.0.1:9"],
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "generate", "x", "--url", "http://127.0.0.1:9"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "cannot reach" in r.stderr and "Traceback" not in r.stderr

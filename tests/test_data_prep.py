@@ -11,8 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+
 from glotta.training.data import dedup
-from glotta.training.data.filters import Blacklist, Clean, Language, Quality, load_terms
+from glotta.training.data.blocks.blacklist import Blacklist, load_terms
+from glotta.training.data.blocks.clean import Clean
+from glotta.training.data.blocks.language import Language
+from glotta.training.data.blocks.quality import Quality
 from glotta.training.data.records import Doc
 
 FR = [
@@ -60,7 +64,7 @@ def _write(path: Path, records: list, gz: bool = True) -> None:
 
 
 def _prepare(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "data", *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", *args], capture_output=True, text=True)
     assert not check or r.returncode == 0, r.stderr + r.stdout
     return r
 
@@ -224,15 +228,15 @@ def test_killed_run_resumes_to_byte_identical_output(tmp_path):
     args = ["prepare", "--input", str(inp / "*.jsonl.gz"), "--lang", "fr", "--workers", "1"]
     _prepare(*args, "--output", str(tmp_path / "clean"))
     out = tmp_path / "killed"
-    p = subprocess.Popen([sys.executable, "-m", "glotta.server.cli", "data", *args, "--output", str(out)],
+    p = subprocess.Popen([sys.executable, "-m", "glotta.cli", "data", *args, "--output", str(out)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
-    while not (out / ".work" / "a" / "00001.stats.json").exists() and p.poll() is None and time.time() < deadline:
+    while not (out / ".work" / "filter" / "00001.stats.json").exists() and p.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert not (out / "stats.json").exists(), "the run finished before it could be killed"
-    (out / ".work" / "a" / ".00003.jsonl.tmp999").write_text("half a file from the killed writer")
+    (out / ".work" / "filter" / ".00003.jsonl.tmp999").write_text("half a file from the killed writer")
     r = _prepare(*args, "--output", str(out))
     assert "documents in 6 files" in r.stdout
     for name in [f"part-{i:05d}.jsonl.gz" for i in range(6)]:
@@ -276,12 +280,12 @@ def test_slurm_scripts_run_as_array_jobs_give_the_local_output(tmp_path):
     r = _prepare("prepare", *common, "--output", str(out), "--executor", "slurm", "--partition", "cpu")
     folder = out / ".work" / "slurm"
     assert "sbatch is not on PATH" in r.stdout
-    a = (folder / "a.sbatch").read_text()
+    a = (folder / "filter.sbatch").read_text()
     assert "#SBATCH --array=0-2%2" in a and "#SBATCH --partition=cpu" in a
     assert subprocess.run(["bash", "-n", str(folder / "submit.sh")]).returncode == 0
     assert "--dependency=afterok:$jid" in (folder / "submit.sh").read_text()
     bindir = str(Path(sys.executable).parent)
-    for name, tasks in (("a", 3), ("dedup", 1), ("b", 3), ("report", 1)):  # what Slurm would run, task by task
+    for name, tasks in (("filter", 3), ("dedup", 1), ("write", 3), ("report", 1)):  # what Slurm would run, task by task
         body = [x for x in (folder / f"{name}.sbatch").read_text().splitlines() if not x.startswith("#")]
         for t in range(tasks):
             env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(t), "PATH": bindir + os.pathsep + os.environ["PATH"]}

@@ -7,8 +7,8 @@ import random
 
 import numpy as np
 import torch
-from glotta.training import demo_models
 
+from glotta.cli import demo_models
 from tests.test_data_prep import FR, _doc
 
 
@@ -32,7 +32,7 @@ def test_demo_recipe_end_to_end(tmp_path):
         assert (out / name).is_file(), name
     assert f"**{meta['valid_perplexity']}**" in (out / "README.md").read_text()
     # the served ONNX holds the checkpoint's weights (fp16-rounded)
-    from glotta.export.megatron_reader import read, to_hf
+    from glotta.core.megatron.reader import read, to_hf
     from glotta.server.engine.onnx_model import OnnxCausalLM
 
     merged, shape = read(tmp_path / "work" / "checkpoints", meta["vocab_size"])

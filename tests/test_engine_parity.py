@@ -6,7 +6,8 @@ import copy
 import numpy as np
 import onnx
 import torch
-from glotta.export.quantize import derive_int8
+
+from glotta.server.engine.int8 import derive_int8
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 

@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+
+from glotta.core.tokenizer import Tokenizer
 from glotta.server.engine.protocol import SamplingParams, StopConditions
 from glotta.server.engine.sampling import Sampler, log_softmax, top_logprobs
 from glotta.server.engine.stopping import TextStopper
-from glotta.server.engine.tokenizer import IncrementalDetokenizer, Tokenizer
+from glotta.server.engine.tokenizer import IncrementalDetokenizer
 
 from .conftest import FR, REPO
 

@@ -11,17 +11,19 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from glotta.export import fastertransformer as ft
-from glotta.export.megatron_reader import read
-from glotta.export.sparsity import verify_path
-from glotta.export.tensorrt import profiles, quantize_qdq
-from glotta.export.trtllm import TrtllmPlan, commands, validate
-from glotta.training import megatron_checkpoint as ckpt
-from glotta.training.local_trainer import build_model
-from glotta.training.megatron_config import TrainConfig
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from glotta.core.megatron import checkpoint as ckpt
+from glotta.core.megatron.reader import read
+from glotta.core.megatron.shape import GPTShape
+from glotta.core.tokenizer import Tokenizer
+from glotta.export import fastertransformer as ft
+from glotta.export.sparsity import verify_path
+from glotta.export.tensorrt import profiles, quantize_qdq
+from glotta.export.trtllm import TrtllmPlan, commands, validate
+from glotta.training.local_trainer import build_model
+from glotta.training.megatron_config import TrainConfig
 from tests.test_megatron_reader import _args, _shard_legacy, _write, distinct_weights_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,6 +37,16 @@ CFG = TrainConfig(name="ft", num_layers=2, hidden_size=128, num_attention_heads=
 @pytest.fixture(scope="module")
 def reference():
     return distinct_weights_model(CFG, 5)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A byte-level BPE of 300 tokens (the checkpoint's vocabulary) whose <|endoftext|> is id 0."""
+    from glotta.training.tokenizer import train_bpe
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_bpe(["Le chat dort sur le canapé.", "El perro duerme en el sofá."] * 20, 300, out, show_progress=False)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +96,10 @@ def _ft_forward(folder: Path, ids: np.ndarray, n: int, layers: int, h: int, head
 
 
 @pytest.mark.parametrize("infer_gpus", [1, 2])
-def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, reference, tp2_checkpoint, infer_gpus):
+def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, reference, tp2_checkpoint, infer_gpus,
+                                                             tokenizer):
     merged, shape = read(tp2_checkpoint)
-    folder = ft.write(merged, shape, tmp_path, infer_gpus, "fp32")
+    folder = ft.write(merged, shape, tmp_path, infer_gpus, tokenizer, "fp32")
     assert folder == tmp_path / f"{infer_gpus}-gpu" and not [p for p in tmp_path.iterdir() if p != folder]
     h, n = 128, infer_gpus
     expected = {"model.wpe", "model.wte", "model.final_layernorm.weight", "model.final_layernorm.bias"}
@@ -118,36 +131,43 @@ def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, referen
     assert "num_attention_heads: 4" in (folder / "args.txt").read_text()
 
 
-def test_fastertransformer_cli_fp16_triton_folder_and_refusals(tmp_path, tp2_checkpoint):
+def test_fastertransformer_cli_fp16_triton_folder_and_refusals(tmp_path, tp2_checkpoint, tokenizer):
     out = tmp_path / "glotta-x-ft-engine"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", *a],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.cli", "export", *a],  # noqa: E731
                                     capture_output=True, text=True)
     r = run("fastertransformer", str(tp2_checkpoint), "--output", str(out), "--infer-gpus", "2", "--triton")
+    assert r.returncode == 2 and "pass --tokenizer DIR" in r.stderr  # the end token is never guessed
+    ft_args = ["--infer-gpus", "2", "--triton", "--tokenizer", str(tokenizer)]
+    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(out), *ft_args)
     assert r.returncode == 0, r.stderr
-    wte = ft.read_back(out / "1" / "2-gpu", "model.wte", (304, 128))
+    ini = (out / "1" / "2-gpu" / "config.ini").read_text()
+    assert "end_id = 0" in ini and "start_id = 0" in ini
+    vocab = Tokenizer(tokenizer).vocab_size  # the tokenizer's size trims Megatron's padding (304 rows)
+    wte = ft.read_back(out / "1" / "2-gpu", "model.wte", (vocab, 128))
     merged, _ = read(tp2_checkpoint)
-    assert wte.dtype == np.float16 and np.array_equal(wte, merged["wte"].numpy().astype(np.float16))
+    assert wte.dtype == np.float16 and np.array_equal(wte, merged["wte"][:vocab].numpy().astype(np.float16))
     cfg = text_format.Parse((out / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert cfg.backend == "fastertransformer" and cfg.name == out.name
     assert cfg.parameters["tensor_para_size"].string_value == "2"
     assert "model_checkpoint_path" not in cfg.parameters  # the backend then reads <folder>/1/2-gpu
-    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(out), "--infer-gpus", "2", "--triton")
+    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(out), *ft_args)
     assert r.returncode == 2 and "exists" in r.stderr
-    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(tmp_path / "x"), "--infer-gpus", "3")
+    r = run("fastertransformer", str(tp2_checkpoint), "--output", str(tmp_path / "x"), "--infer-gpus", "3",
+            "--tokenizer", str(tokenizer))
     assert r.returncode == 2 and "cannot be split over --infer-gpus 3" in r.stderr
     assert not (tmp_path / "x" / "3-gpu").exists()
 
 
-def test_unsupported_head_size_is_refused_with_a_suggestion(tmp_path):
-    shape = {"hidden": 2304, "heads": 32, "layers": 24, "vocab": 50304, "positions": 2048}
+def test_unsupported_head_size_is_refused_with_a_suggestion(tmp_path, tokenizer):
+    shape = GPTShape(hidden=2304, heads=32, layers=24, vocab=50304, positions=2048)
     with pytest.raises(ft.FTExportError, match=r"2304/32 = 72 .*24 heads \(head size 96\)"):
         ft.check_shape(shape, 2)
     with pytest.raises(ValueError, match="72 is not supported by TensorRT-LLM"):
         validate(TrtllmPlan(tmp_path, tmp_path, tmp_path), shape)
     small = build_model(CFG.model_copy(update={"num_attention_heads": 8}), 0)  # head size 16
     ckpt.save(tmp_path / "c", 1, small, _args(1, 1, small), {}, {}, {})
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "fastertransformer", str(tmp_path / "c"),
-                        "--output", str(tmp_path / "o")], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "fastertransformer", str(tmp_path / "c"),
+                        "--output", str(tmp_path / "o"), "--tokenizer", str(tokenizer)], capture_output=True, text=True)
     assert r.returncode == 2 and "head size 128/8 = 16" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
 
@@ -171,8 +191,9 @@ def _next_token_logits(path: Path, ids: list[int]) -> np.ndarray:
 
 
 def test_sparse_and_qdq_onnx_for_tensorrt(tmp_path):
-    from glotta.export.sparsity import sparsify_onnx
     from tokenizers import Tokenizer
+
+    from glotta.export.sparsity import sparsify_onnx
 
     src = TINY / "1" / "model.onnx"
     assert not verify_path(src).ok
@@ -198,7 +219,7 @@ def test_sparse_and_qdq_onnx_for_tensorrt(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_cli_without_tensorrt_says_what_to_install(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "tensorrt", str(TINY), "--output",
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "tensorrt", str(TINY), "--output",
                         str(tmp_path / "m.plan"), "--int8", "--sparse"], capture_output=True, text=True)
     assert r.returncode == 2 and "TensorRT is not installed" in r.stderr and "pypi.nvidia.com" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "m.plan").exists()
@@ -207,7 +228,7 @@ def test_tensorrt_cli_without_tensorrt_says_what_to_install(tmp_path):
 def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
     plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", tp=2, quant="int8-wo", sparse=True,
                       max_input_len=16, max_seq_len=32)
-    shape = {"hidden": 128, "heads": 4, "positions": 32}
+    shape = GPTShape(hidden=128, heads=4, positions=32, layers=2, vocab=300)
     validate(plan, shape)
     convert, build = commands(plan)
     assert convert[convert.index("--tp_size") + 1] == "2"
@@ -220,7 +241,7 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
             validate(TrtllmPlan(tmp_path, tmp_path, tmp_path, **{"max_input_len": 16, "max_seq_len": 32, **bad}),
                      shape)
     out = tmp_path / "trtllm"
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "trtllm", str(tp2_checkpoint),
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint),
                         "--output", str(out), "--tp", "2", "--quant", "int8-wo", "--max-input-len", "16",
                         "--max-seq-len", "32", "--run"], capture_output=True, text=True)
     assert (out / "hf" / "model.safetensors").is_file() and (out / "hf" / "config.json").is_file()

@@ -4,11 +4,12 @@ import subprocess
 import sys
 
 import pytest
-from glotta.export.plan import ModelShape, kv_bytes_per_token, min_tensor_parallel, weights_gb
+
+from glotta.export.plan import ModelShape, kv_bytes_per_token, min_tensor_parallel, weights_gib
 
 
 def test_175b_in_fp16_is_the_talks_325_96_gb():
-    w = weights_gb(175_000_000_000)
+    w = weights_gib(175_000_000_000)
     assert round(w["fp16"], 2) == 325.96
     assert w["fp32"] == pytest.approx(2 * w["fp16"]) and w["int8"] == pytest.approx(w["fp16"] / 2)
     assert w["int8"] < w["fp16 2:4"] < w["fp16"]
@@ -24,15 +25,15 @@ def test_kv_cache_and_minimum_tp():
 
 
 def test_cli_for_params_preset_and_checkpoint(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "plan", "--params", "175e9",
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "plan", "--params", "175e9",
                         "--num-layers", "96", "--hidden-size", "12288"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "325.96" in r.stdout and "4.500 MB per token" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "plan", "meme-1.7b"],
+    assert r.returncode == 0 and "325.96" in r.stdout and "4.500 MiB per token" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "plan", "meme-1.7b"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "1,650,461,184" in r.stdout
     import argparse
 
-    from glotta.training import megatron_checkpoint as ckpt
+    from glotta.core.megatron import checkpoint as ckpt
     from glotta.training.local_trainer import build_model
     from glotta.training.megatron_config import load
 
@@ -41,7 +42,7 @@ def test_cli_for_params_preset_and_checkpoint(tmp_path):
     args = argparse.Namespace(num_layers=4, hidden_size=256, padded_vocab_size=cfg.padded_vocab(),
                               max_position_embeddings=512)
     ckpt.save(tmp_path, 1, model, args, {}, {}, {})
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", "plan", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "plan", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     params = sum(p.numel() for p in model.parameters())
     assert r.returncode == 0 and f"{params:,}" in r.stdout

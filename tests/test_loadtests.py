@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+
 from glotta.loadtests.report import render_report
 from glotta.loadtests.run import run
 

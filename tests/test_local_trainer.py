@@ -6,10 +6,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from glotta.training import megatron_checkpoint as ckpt
+
+from glotta.core.megatron import checkpoint as ckpt
+from glotta.core.megatron.indexed import DatasetWriter
 from glotta.training.local_trainer import build_model, lr_at, train
 from glotta.training.megatron_config import TrainConfig
-from glotta.training.megatron_dataset import DatasetWriter
 
 CFG = dict(name="t", num_layers=2, hidden_size=128, num_attention_heads=4, seq_length=32, vocab_size=200,
            make_vocab_size_divisible_by=8, micro_batch_size=4, global_batch_size=8, lr=3e-3, min_lr=3e-4,
@@ -88,7 +89,7 @@ def test_schedule_warms_up_then_decays():
 def test_cli_local(dataset, tmp_path):
     yaml = tmp_path / "c.yaml"
     yaml.write_text("\n".join(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}" for k, v in CFG.items()))
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "train", "local", str(yaml), "--data-path",
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "train", "local", str(yaml), "--data-path",
                         dataset, "--save", str(tmp_path / "ck"), "--max-steps", "2"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

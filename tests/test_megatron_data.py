@@ -6,8 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+
+from glotta.core.megatron.indexed import DatasetWriter, MegatronDataset, merge
 from glotta.training.convert import convert
-from glotta.training.megatron_dataset import DatasetWriter, MegatronDataset, merge
 
 from .conftest import REPO
 
@@ -30,7 +31,7 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tok_dir(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("tok")
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "tokenizer", "train", "--input", str(corpus),
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "tokenizer", "train", "--input", str(corpus),
                         "--vocab-size", "400", "--output", str(out), "--heldout-fraction", "0.1",
                         "--baseline", str(REPO / "glotta-fr-tiny")],
                        capture_output=True, text=True, timeout=120)
@@ -137,17 +138,17 @@ def test_literal_eod_is_stripped_and_malformed_lines_reported(tok_dir, tmp_path)
 
 def test_cli_convert_and_inspect(corpus, tok_dir, tmp_path):
     prefix = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "data", "convert", "--input", str(corpus),
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", "convert", "--input", str(corpus),
                         "--output-prefix", str(prefix), "--vocab-file", str(tok_dir / "vocab.json"),
                         "--merge-file", str(tok_dir / "merges.txt"), "--append-eod", "--workers", "2"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "data", "inspect", f"{prefix}_text_document",
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", "inspect", f"{prefix}_text_document",
                         "--doc", "5", "--tokenizer", str(tok_dir)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "400 documents" in r.stdout
     line5 = json.loads(corpus.read_text(encoding="utf-8").splitlines()[5])["text"]
     assert line5[:30] in r.stdout.replace("\n", " ")
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "data", "inspect", str(tmp_path / "nope")],
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", "inspect", str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
 

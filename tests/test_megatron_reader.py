@@ -4,8 +4,9 @@ import argparse
 
 import pytest
 import torch
-from glotta.export.megatron_reader import CheckpointError, read, to_hf
-from glotta.training import megatron_checkpoint as ckpt
+
+from glotta.core.megatron import checkpoint as ckpt
+from glotta.core.megatron.reader import CheckpointError, read, to_hf
 from glotta.training.local_trainer import build_model
 from glotta.training.megatron_config import TrainConfig
 
@@ -88,14 +89,14 @@ def _check(tmp_path, reference):
 
 def test_local_trainer_checkpoint(tmp_path, reference):
     ckpt.save(tmp_path, 7, reference, _args(1, 1), {}, {}, {})
-    assert _check(tmp_path, reference)["version"] == 3.0
+    assert _check(tmp_path, reference).version == 3.0
 
 
 @pytest.mark.parametrize("version", [0, 1.0, 2.0, 3.0])
 def test_legacy_tp2_every_qkv_order(tmp_path, reference, version):
     shards = _shard_legacy(reference, 2, version)
     _write(tmp_path, {f"mp_rank_{r:02d}": s for r, s in enumerate(shards)})
-    assert _check(tmp_path, reference)["tp"] == 2
+    assert _check(tmp_path, reference).tp == 2
 
 
 def test_core_layout_tp2_pp2_with_fused_norms(tmp_path, reference):
@@ -131,7 +132,7 @@ def test_core_layout_tp2_pp2_with_fused_norms(tmp_path, reference):
             shards[f"mp_rank_{t:02d}_{p:03d}"] = {"args": _args(2, 2), "checkpoint_version": 3.0, "model": core}
     _write(tmp_path, shards)
     shape = _check(tmp_path, reference)
-    assert (shape["tp"], shape["pp"]) == (2, 2)
+    assert (shape.tp, shape.pp) == (2, 2)
 
 
 def test_vocab_padding_removed_and_errors(tmp_path, reference):
@@ -152,18 +153,19 @@ def test_cli_export_hf_and_onnx_then_serve_greedy_equal(tmp_path, reference):
     import subprocess
     import sys
 
+    from transformers import GPT2LMHeadModel
+
     from glotta.server.engine.onnx_engine import OnnxEngine
     from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
     # a tokenizer of 300 tokens under the checkpoint's padded 304
     from glotta.training.tokenizer import train_bpe
-    from transformers import GPT2LMHeadModel
 
 
     tok = tmp_path / "tok"
     train_bpe(["le noyau linux démarre vite " * 50, "la commande apt installe " * 50], 300, tok, show_progress=False)
     ckpt.save(tmp_path / "ck", 7, reference, _args(1, 1), {}, {}, {})
-    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", *a],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.cli", "export", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
     r = run("hf", str(tmp_path / "ck"), "--output", str(tmp_path / "hf"), "--tokenizer", str(tok))
     assert r.returncode == 0, r.stderr

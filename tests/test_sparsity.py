@@ -7,11 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+from glotta.core.megatron import checkpoint as ckpt
+from glotta.core.megatron.indexed import DatasetWriter
 from glotta.export.sparsity import check, hf_matrices, prune_24, sparsify_hf, verify_path
-from glotta.training import megatron_checkpoint as ckpt
 from glotta.training.local_trainer import build_model
 from glotta.training.megatron_config import TrainConfig
-from glotta.training.megatron_dataset import DatasetWriter
 
 CFG = TrainConfig(name="s", num_layers=2, hidden_size=64, num_attention_heads=2, seq_length=32, vocab_size=96,
                   make_vocab_size_divisible_by=8, micro_batch_size=1, global_batch_size=1, lr=1e-3, min_lr=1e-4,
@@ -59,7 +60,7 @@ def test_cli_sparsify_reports_perplexity_and_verify(tmp_path):
     for _ in range(20):
         w.add_document(rng.integers(1, 96, 50).tolist() + [0])
     w.finalize()
-    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.server.cli", "export", *a],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.cli", "export", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
     r = run("sparsify", str(tmp_path / "ck"), "--output", str(tmp_path / "sp"), "--data-path",
             str(tmp_path / "valid_text_document"), "--seq-length", "32")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from glotta.server.templates.library import BUILTIN, Template, TemplateError, load_file, load_library
 
 from .conftest import ROOT
@@ -66,7 +67,7 @@ def test_invalid_templates_are_rejected_with_file_and_reason(tmp_path, body, rea
 
 def test_serve_refuses_to_start_on_a_bad_template_dir(tmp_path):
     (tmp_path / "broken.yaml").write_text("name: broken\nmode: score\n")
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "serve", "--templates", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "serve", "--templates", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "broken.yaml" in r.stderr and "Traceback" not in r.stderr
 
@@ -111,11 +112,11 @@ def test_generate_mode_round_trip(http):
 
 @pytest.mark.parametrize("path,body,status,param", [
     ("/v1/templates/nope/run", {"inputs": {}}, 404, "name"),
-    ("/v1/templates/sentiment-fr/run", {"inputs": {}}, 422, "inputs.text"),
-    ("/v1/templates/nli-fr/run", {"inputs": {"hypothesis": "a"}}, 422, "inputs.premise"),
-    ("/v1/templates/sentiment-fr/run", {"inputs": {"text": "a"}, "k": 9}, 422, "k"),
-    ("/v1/templates/sentiment-fr/run", {"inputs": {"text": "a"}, "paraphrase": 7}, 422, "paraphrase"),
-    ("/v1/templates/translation-fr/run", {"inputs": {"source": "a"}, "mode": "score"}, 422, "mode"),
+    ("/v1/templates/sentiment-fr/run", {"inputs": {}}, 400, "inputs.text"),
+    ("/v1/templates/nli-fr/run", {"inputs": {"hypothesis": "a"}}, 400, "inputs.premise"),
+    ("/v1/templates/sentiment-fr/run", {"inputs": {"text": "a"}, "k": 9}, 400, "k"),
+    ("/v1/templates/sentiment-fr/run", {"inputs": {"text": "a"}, "paraphrase": 7}, 400, "paraphrase"),
+    ("/v1/templates/translation-fr/run", {"inputs": {"source": "a"}, "mode": "score"}, 400, "mode"),
 ])
 def test_template_errors(http, path, body, status, param):
     r = http.post(path, json=body)
@@ -125,13 +126,13 @@ def test_template_errors(http, path, body, status, param):
 
 
 def test_cli_run_and_eval(gateway, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "glotta.server.cli", "prompt", "run", "topic-fr", "--url",
+    run = subprocess.run([sys.executable, "-m", "glotta.cli", "prompt", "run", "topic-fr", "--url",
                           gateway.url, "--input", "text=Le noyau charge les pilotes.", "--k", "2"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "Ce texte parle de" in run.stdout and "label:" in run.stdout
     data = ROOT / "server" / "templates" / "eval" / "sentiment-fr.jsonl"
-    ev = subprocess.run([sys.executable, "-m", "glotta.server.cli", "prompt", "eval", "sentiment-fr", "--url",
+    ev = subprocess.run([sys.executable, "-m", "glotta.cli", "prompt", "eval", "sentiment-fr", "--url",
                          gateway.url, "--data", str(data), "--k-list", "0,1", "--paraphrases", "--output",
                          str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
@@ -145,12 +146,12 @@ def test_cli_run_and_eval(gateway, tmp_path):
 def test_cli_eval_reports_bad_data_with_file_and_line(gateway, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text('{"inputs": {"text": "a"}, "label": "positive"}\n{"inputs": {"text": "b"}\n')
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "prompt", "eval", "sentiment-fr", "--url",
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "prompt", "eval", "sentiment-fr", "--url",
                         gateway.url, "--data", str(data), "--output", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and f"{data}:2" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_lone_surrogate_input_is_a_422(http):
+def test_lone_surrogate_input_is_a_400(http):
     r = http.post("/v1/templates/sentiment-fr/run", content=b'{"inputs": {"text": "a \\udc80 b"}}')
-    assert r.status_code == 422 and r.json()["error"]["param"] == "inputs.text"
+    assert r.status_code == 400 and r.json()["error"]["param"] == "inputs.text"

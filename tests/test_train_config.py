@@ -1,9 +1,11 @@
 """Megatron-LM launch preparation: validation, rendered arguments, launch scripts and the plan."""
 
+import re
 import subprocess
 import sys
 
 import pytest
+
 from glotta.training.megatron_config import ConfigError, load, validate
 from glotta.training.megatron_launch import launch_script, parameters, plan, pretrain_args
 
@@ -92,11 +94,11 @@ def test_launch_scripts_are_valid_bash(tmp_path):
 
 
 def test_cli_plan_and_yaml_config(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "train", "plan", "meme-1.7b"],
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "train", "plan", "meme-1.7b"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "head size" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "my.yaml").write_text("preset: meme-1.7b\nnum_attention_heads: 24\nname: my-1.7b\n")
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "train", "megatron", str(tmp_path / "my.yaml"),
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "train", "megatron", str(tmp_path / "my.yaml"),
                         "--nodes", "2", "--slurm", "--data-path", "/d/x_text_document", "--vocab-file", "/v",
                         "--merge-file", "/m", "--save", "/ckpt", "--output", str(tmp_path / "run.sh")],
                        capture_output=True, text=True, timeout=60)
@@ -104,6 +106,29 @@ def test_cli_plan_and_yaml_config(tmp_path):
     assert "my-1.7b" in r.stdout and "8-GPU node-days" in r.stdout
     assert "--num-attention-heads 24" in (tmp_path / "run.sh").read_text()
     (tmp_path / "bad.yaml").write_text("preset: meme-1.7b\nnum_layerz: 3\n")
-    r = subprocess.run([sys.executable, "-m", "glotta.server.cli", "train", "plan", str(tmp_path / "bad.yaml")],
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "train", "plan", str(tmp_path / "bad.yaml")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "num_layerz" in r.stderr
+
+
+def test_slurm_time_limit_and_exit_duration_agree(tmp_path):
+    """Megatron must stop and save (--exit-duration-in-mins) before Slurm kills the job (#SBATCH --time)."""
+    (tmp_path / "my.yaml").write_text("preset: meme-1.7b\nnum_attention_heads: 24\n")  # exit_duration_in_mins 470
+
+    def script(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "glotta.cli", "train", "megatron", str(tmp_path / "my.yaml"),
+                               "--nodes", "2", "--slurm", "--data-path", "/d/x_text_document", "--vocab-file", "/v",
+                               "--merge-file", "/m", "--save", "/ckpt", "--output", str(tmp_path / "run.sh"), *extra],
+                              capture_output=True, text=True, timeout=60)
+
+    def limits() -> tuple[int, int]:
+        text = (tmp_path / "run.sh").read_text()
+        h, m, _ = re.search(r"#SBATCH --time=(\d+):(\d+):(\d+)", text).groups()
+        return int(h) * 60 + int(m), int(re.search(r"--exit-duration-in-mins (\d+)", text).group(1))
+
+    assert script().returncode == 0 and limits() == (480, 470)  # the configuration's 470 min decides the limit
+    assert script("--hours", "12").returncode == 0 and limits() == (720, 470)
+    r = script("--hours", "4")
+    assert r.returncode == 2 and "does not fit a 4 h Slurm limit" in r.stderr and "--hours 8" in r.stderr
+    (tmp_path / "my.yaml").write_text("preset: meme-1.7b\nnum_attention_heads: 24\nexit_duration_in_mins: null\n")
+    assert script("--hours", "2").returncode == 0 and limits() == (120, 110)  # the limit decides the exit

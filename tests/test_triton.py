@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from glotta.server.grpc_api import load_stubs
-from glotta.server.triton.configs import MODEL_PY, render_cpu_config
-from glotta.server.triton.launcher import TritonServer
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+
+from glotta.server.grpc_api import load_stubs
+from glotta.server.triton.config_writers.cpu import MODEL_PY, render_cpu_config
+from glotta.server.triton.launcher import TritonServer
 
 from .conftest import ES, FR, REPO, Gateway, free_port, free_port_block
 
@@ -190,7 +191,7 @@ def test_operator_commands_start_status_stop(tmp_path):
     base = free_port_block(3)
 
     def glotta(*args):
-        return subprocess.run([sys.executable, "-m", "glotta.server.cli", "triton", *args], env=env,
+        return subprocess.run([sys.executable, "-m", "glotta.cli", "triton", *args], env=env,
                               capture_output=True, text=True, timeout=180)
 
     r = glotta("start", "--model", FR, "--base-port", str(base))

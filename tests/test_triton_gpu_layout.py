@@ -9,11 +9,12 @@ import json
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from glotta.server.engine.tokenizer import Tokenizer
-from glotta.server.triton.gpu_configs import render, write
-from glotta.server.triton.launcher import TritonServer, cpu_models
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
+
+from glotta.core.tokenizer import Tokenizer
+from glotta.server.triton.config_writers.gpu import render, write
+from glotta.server.triton.launcher import TritonServer, cpu_models
 
 from .conftest import FR, REPO, free_port
 

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .megatron_dataset import DatasetWriter
+from glotta.core.megatron.indexed import DatasetWriter
 
 EOD = "<|endoftext|>"
 _state: dict = {}

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import megatron_checkpoint as ckpt
+from glotta.core.megatron import checkpoint as ckpt
+from glotta.core.megatron.indexed import MegatronDataset
+
 from .megatron_config import TrainConfig
-from .megatron_dataset import MegatronDataset
 
 
 class SampleStream:

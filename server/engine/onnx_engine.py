@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import os
 import threading
@@ -21,12 +20,15 @@ from typing import AsyncIterator
 
 import numpy as np
 
+from glotta.core.errors import unavailable
+from glotta.core.model_folder import ModelFolder
+
 from .. import metrics
 from .onnx_model import KVBatch, OnnxCausalLM
-from .protocol import Chunk, EngineUnavailable, GenerationRequest, PromptInfo
+from .protocol import Chunk, GenerationRequest, PromptInfo
 from .sampling import Sampler, log_softmax, top_logprobs
 from .stopping import TextStopper
-from .tokenizer import IncrementalDetokenizer, Tokenizer, encode_prompt
+from .tokenizer import IncrementalDetokenizer, encode_prompt
 
 log = logging.getLogger("glotta.engine")
 
@@ -57,14 +59,13 @@ class OnnxEngine:
         max_batch: int = 64,
         prefill_tokens: int = 4096,
     ) -> None:
-        model_dir = Path(model_dir)
-        meta = json.loads((model_dir / "glotta.json").read_text())
-        self.name = name or meta.get("name") or model_dir.name
-        self.meta = meta
-        self.tokenizer = Tokenizer(model_dir / "tokenizer.json")
-        onnx_path = model_dir / "1" / "model.onnx"
+        folder = ModelFolder.open(model_dir)
+        self.name = name or folder.name
+        self.meta = folder.meta
+        self.tokenizer = folder.tokenizer()
+        onnx_path = folder.onnx_path
         if int8:
-            from glotta.export.quantize import derive_int8
+            from .int8 import derive_int8
 
             onnx_path = derive_int8(onnx_path)
         self.precision = "int8" if int8 else "fp32"
@@ -72,7 +73,7 @@ class OnnxEngine:
             cores = os.cpu_count() or 1
             threads = max(1, cores // 2) if int8 else cores
         self.model = OnnxCausalLM(onnx_path, threads)
-        self.max_context = int(meta["n_positions"])
+        self.max_context = folder.max_context
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens
         self._waiting: collections.deque[_Seq] = collections.deque()
@@ -132,7 +133,7 @@ class OnnxEngine:
 
     def _admit(self, req: GenerationRequest) -> _Seq:
         if self._thread is None:
-            raise EngineUnavailable(f"model {self.name} is not started")
+            raise unavailable(f"model {self.name} is not started")
         ids = encode_prompt(self.tokenizer, req, self.max_context)
         seq = _Seq(
             req=req,
@@ -173,7 +174,7 @@ class OnnxEngine:
                 self._running, self._batch = [], None
             self._deliver(out)
         for s in [*self._running, *self._waiting]:
-            self._deliver([(s, EngineUnavailable("server is shutting down"))])
+            self._deliver([(s, unavailable("server is shutting down"))])
 
     def _take_waiting(self) -> list[_Seq]:
         taken: list[_Seq] = []

@@ -1,7 +1,8 @@
-"""The one engine protocol every backend implements (ONNX Runtime now; Triton, FasterTransformer, TensorRT later).
+"""The one engine protocol every backend implements (embedded ONNX Runtime; Triton in front of any of its models).
 
 The gateway only ever sees these types: handlers build a `GenerationRequest`, iterate the engine's async stream of
-`Chunk`s and shape the wire response. No handler branches on the kind of backend.
+`Chunk`s and shape the wire response. No handler branches on the kind of backend. Engines fail with `GlottaError` (kind INVALID
+for a request they cannot serve, UNAVAILABLE when the backend is down).
 """
 
 from __future__ import annotations
@@ -10,20 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, AsyncIterator, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .tokenizer import Tokenizer
-
-
-class EngineError(Exception):
-    """A request the engine cannot serve, with a message fit for the client (mapped to a 4xx)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-
-class EngineUnavailable(Exception):
-    """The backend cannot take requests right now (mapped to 503)."""
+    from glotta.core.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -107,5 +95,5 @@ class Engine(Protocol):
     def detokenize(self, token_ids: list[int]) -> str: ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        """Stream the generation; raises EngineError before the first chunk for requests it cannot serve."""
+        """Stream the generation; raises GlottaError before the first chunk for requests it cannot serve."""
         ...

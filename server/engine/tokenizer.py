@@ -1,48 +1,12 @@
-"""Byte-level BPE tokenizer (Hugging Face `tokenizers`) and the incremental detokenizer a streaming engine needs."""
+"""What a streaming engine needs beyond the model's tokenizer (glotta.core.tokenizer): text deltas that never split a
+character, and the prompt checks every backend answers alike."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from glotta.core.errors import invalid
+from glotta.core.tokenizer import Tokenizer
 
-from tokenizers import Tokenizer as HFTokenizer
-
-from .protocol import EngineError, GenerationRequest
-
-EOD_TOKEN = "<|endoftext|>"
-
-
-class Tokenizer:
-    def __init__(self, path: str | Path) -> None:
-        self._tok = HFTokenizer.from_file(str(path))
-        eod = self._tok.token_to_id(EOD_TOKEN)
-        if eod is None:
-            raise ValueError(f"{path}: tokenizer has no {EOD_TOKEN} token")
-        self.eod_id: int = eod
-        self.vocab_size: int = self._tok.get_vocab_size()
-        self._piece_cache: dict[int, str] = {}
-        # Token ids whose text holds a newline: Megatron hard-codes GPT-2's 198/628; ours depend on the vocabulary.
-        self.colon_id = self._single_id(":")
-        self.newline_ids = [i for i in range(self.vocab_size) if "\n" in self.piece(i)]
-
-    def _single_id(self, text: str) -> int | None:
-        ids = self._tok.encode(text, add_special_tokens=False).ids
-        return ids[0] if len(ids) == 1 else None
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
-
-    def decode(self, ids: list[int], skip_special: bool = False) -> str:
-        return self._tok.decode(ids, skip_special_tokens=skip_special)
-
-    def piece(self, token_id: int) -> str:
-        """Text of one token on its own (may be U+FFFD when a character spans tokens)."""
-        p = self._piece_cache.get(token_id)
-        if p is None:
-            p = self._piece_cache[token_id] = self._tok.decode([token_id], skip_special_tokens=False)
-        return p
+from .protocol import GenerationRequest
 
 
 class IncrementalDetokenizer:
@@ -79,21 +43,18 @@ class IncrementalDetokenizer:
 
 
 def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
-    """Prompt token ids, or the EngineError (with the field to blame) that every backend answers alike."""
+    """Prompt token ids, or the error (with the field to blame) that every backend answers alike."""
     for text, field in [(req.prompt, "prompt"), *((s, "stop") for s in req.stop.stop_strings)]:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # JSON can carry lone surrogates ("\udb5b"), which no tokenizer can encode
-            raise EngineError(f"{field} is not valid Unicode text (lone surrogate)", field) from None
+            raise invalid(f"{field} is not valid Unicode text (lone surrogate)", field) from None
     ids = tokenizer.encode(req.prompt)
     if req.add_bos:
         ids = [tokenizer.eod_id, *ids]
     if not ids:
-        raise EngineError("Empty prompts require add_BOS=true", "add_BOS")
+        raise invalid("Empty prompts require add_bos=true", "add_bos")
     if len(ids) + req.max_new_tokens > max_context:
-        raise EngineError(
-            f"Length of prompt + tokens_to_generate longer than allowed "
-            f"({len(ids)} + {req.max_new_tokens} > {max_context})",
-            "tokens_to_generate",
-        )
+        raise invalid(f"Length of prompt + max_new_tokens longer than allowed "
+                      f"({len(ids)} + {req.max_new_tokens} > {max_context})", "max_new_tokens")
     return ids

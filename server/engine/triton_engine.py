@@ -8,33 +8,32 @@ TensorRT-LLM ensemble or the FasterTransformer ensemble: optional inputs are sen
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from pathlib import Path
 from typing import AsyncIterator
 
 import grpc
-import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from ..triton.interface import ALL_INPUTS, ALL_OUTPUTS, DEFAULTS, REQUIRED_INPUTS
-from .protocol import Chunk, EngineError, EngineUnavailable, GenerationRequest, PromptInfo
-from .tokenizer import Tokenizer, encode_prompt
+from glotta.core.errors import GlottaError, unavailable
+from glotta.core.model_folder import ModelFolder
+
+from ..triton.contract import ALL_INPUTS, ALL_OUTPUTS, chunk_from_arrays, request_to_arrays
+from .protocol import Chunk, GenerationRequest
+from .tokenizer import encode_prompt
 
 log = logging.getLogger("glotta.engine.triton")
 
 
-
 class TritonEngine:
     def __init__(self, url: str, model_dir: str | Path, name: str | None = None, poll_s: float = 1.0) -> None:
-        model_dir = Path(model_dir)
-        meta = json.loads((model_dir / "glotta.json").read_text())
-        self.name = name or meta.get("name") or model_dir.name
+        folder = ModelFolder.open(model_dir)
+        self.name = name or folder.name
         self.url = url
-        self.tokenizer = Tokenizer(model_dir / meta.get("tokenizer", "tokenizer.json"))
-        self.max_context = int(meta["n_positions"])
+        self.tokenizer = folder.tokenizer()
+        self.max_context = folder.max_context
         self.precision = "triton"
         self.poll_s = poll_s
         self._client: grpcclient.InferenceServerClient | None = None
@@ -93,41 +92,13 @@ class TritonEngine:
             await self._check()
 
     def _tensors(self, req: GenerationRequest) -> list[grpcclient.InferInput]:
-        """Input tensors: the required ones, and each optional one only when it differs from the model's default
-        (fewer tensors to build, send and parse on every request)."""
-        s = req.sampling
-        values = {
-            "text_input": [req.prompt.encode("utf-8")],
-            "max_tokens": [req.max_new_tokens],
-            "temperature": [s.temperature],
-            "top_k": [1 if s.greedy else s.top_k],
-            "top_p": [s.top_p],
-            "top_p_decay": [s.top_p_decay],
-            "top_p_bound": [s.top_p_bound],
-            "seed": [s.seed] if s.seed is not None else None,
-            "stop_words": [w.encode("utf-8") for w in req.stop.stop_strings] or None,
-            "stream": [req.stream and self._decoupled],
-            "return_log_probs": [req.logprobs],
-            "exclude_input_in_output": [True],
-            "num_top_log_probs": [req.top_logprobs],
-            "return_prompt_log_probs": [req.prompt_logprobs],
-            "ignore_eos": [not req.stop.stop_on_eod],
-            "stop_on_eol": [req.stop.stop_on_eol],
-            "stop_on_double_eol": [req.stop.stop_on_double_eol],
-            "add_bos": [req.add_bos],
-            "prevent_newline_after_colon": [req.prevent_newline_after_colon],
-        }
+        try:
+            arrays = request_to_arrays(req, self._inputs, self._decoupled)
+        except GlottaError as e:
+            raise GlottaError(e.kind, f"model {self.name}: {e.message}", e.param) from None
         tensors = []
-        for name, v in values.items():
-            if v is None or (name not in REQUIRED_INPUTS and v == [DEFAULTS.get(name)]):
-                continue
-            if name not in self._inputs:
-                if name in ("stream", "exclude_input_in_output"):
-                    continue  # a non-streaming ensemble answers once, with the generated text only
-                raise EngineError(f"model {self.name} does not support `{name}`", name)
-            dtype, np_dtype, _ = ALL_INPUTS[name]
-            arr = np.asarray(v, dtype=np_dtype).reshape(1, -1)
-            t = grpcclient.InferInput(name, list(arr.shape), dtype)
+        for name, arr in arrays.items():
+            t = grpcclient.InferInput(name, list(arr.shape), ALL_INPUTS[name][0])
             t.set_data_from_numpy(arr)
             tensors.append(t)
         return tensors
@@ -145,7 +116,7 @@ class TritonEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         prompt_ids = encode_prompt(self.tokenizer, request, self.max_context)
         if not self._ready or self._client is None:
-            raise EngineUnavailable(f"Triton at {self.url} is not ready for {self.name}")
+            raise unavailable(f"Triton at {self.url} is not ready for {self.name}")
         tensors = self._tensors(request)
         outputs = self._wanted_outputs(request)
         wanted = {o.name() for o in outputs}
@@ -161,7 +132,7 @@ class TritonEngine:
         try:
             async for result, error in responses:
                 if error is not None:  # requests are validated here first: what Triton refuses is its own trouble
-                    raise EngineUnavailable(f"Triton: {error.message()}")
+                    raise unavailable(f"Triton: {error.message()}")
                 chunk = self._chunk(result, first, prompt_ids, wanted)
                 first = False
                 if not self._decoupled:  # one response per request: this is the last
@@ -169,37 +140,14 @@ class TritonEngine:
                 yield chunk
                 if chunk.finish_reason:
                     return
-            raise EngineUnavailable(f"Triton closed the stream for {self.name} before the end")
+            raise unavailable(f"Triton closed the stream for {self.name} before the end")
         except grpc.aio.AioRpcError as e:
             self._ready = False
-            raise EngineUnavailable(f"Triton at {self.url}: {e.code().name}") from e
+            raise unavailable(f"Triton at {self.url}: {e.code().name}") from e
         finally:
             self._inflight -= 1
             done.set()
             responses.cancel()  # a client that went away cancels the request in Triton too
 
     def _chunk(self, result, first: bool, prompt_ids: list[int], wanted: set[str]) -> Chunk:
-        def out(name: str):
-            return result.as_numpy(name) if name in wanted else None
-
-        text = out("text_output")
-        ids = out("output_ids")
-        lps = out("output_log_probs")
-        tops = out("top_log_probs")
-        finish = out("finish_reason")
-        chunk = Chunk(
-            text=b"".join(text.reshape(-1)).decode("utf-8") if text is not None else "",
-            token_ids=[i for i in ids.reshape(-1).astype(int).tolist() if i >= 0] if ids is not None else [],
-            logprobs=lps.reshape(-1).astype(float).tolist() if lps is not None and lps.size else None,
-            top_logprobs=[json.loads(t) for t in tops.reshape(-1)] if tops is not None and tops.size else None,
-            finish_reason=(finish.reshape(-1)[0].decode() or None) if finish is not None else None,
-        )
-        if first:
-            p_ids, p_lps, p_tops = out("prompt_ids"), out("prompt_log_probs"), out("prompt_top_log_probs")
-            chunk.prompt = PromptInfo(
-                token_ids=p_ids.reshape(-1).astype(int).tolist() if p_ids is not None else prompt_ids,
-                logprobs=p_lps.reshape(-1).astype(float).tolist() if p_lps is not None and p_lps.size else None,
-                top_logprobs=[json.loads(t) for t in p_tops.reshape(-1)] if p_tops is not None and p_tops.size
-                else None,
-            )
-        return chunk
+        return chunk_from_arrays(lambda name: result.as_numpy(name) if name in wanted else None, first, prompt_ids)

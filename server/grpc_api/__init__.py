@@ -12,13 +12,13 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
+from glotta.core.paths import cache_dir
+
 PROTO = Path(__file__).with_name("glotta.proto")
 
 
 def load_stubs() -> tuple[ModuleType, ModuleType]:
     """`(glotta_pb2, glotta_pb2_grpc)`, compiling the proto if this version was never compiled."""
-    from glotta.export.quantize import cache_dir
-
     digest = hashlib.sha256(PROTO.read_bytes()).hexdigest()[:12]
     out = cache_dir() / "grpc" / digest
     if not (out / "glotta_pb2_grpc.py").exists():

@@ -1,22 +1,21 @@
 """`glotta.v1.TextGeneration` served beside REST, on the same engines, with `/v1/completions` semantics.
 
-Requests are turned into the OpenAI protocol's pydantic model, so validation and defaults are the REST ones; errors map
-to INVALID_ARGUMENT (400), NOT_FOUND (404) and UNAVAILABLE (503) with the same messages.
+Requests are turned into the OpenAI protocol's pydantic model, so validation and defaults are the REST ones; the
+choices and usage come from the same serving code as REST and SSE; errors take their gRPC code from the one error
+table (glotta.server.errors), with the same messages.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import replace
-
 import grpc
 from pydantic import ValidationError
 
-from ..engine.protocol import EngineError, EngineUnavailable
+from glotta.core.errors import GlottaError
+
 from ..entrypoints.openai.protocol import CompletionRequest
-from ..entrypoints.openai.serving import FINISH_REASONS, to_engine_request
-from ..generation import collect, stream
-from ..models import ModelNotFound, ModelSet
+from ..entrypoints.openai.serving import Choice, complete_choices, completion_id, stream_choices
+from ..errors import from_validation, grpc_code, wire
+from ..models import ModelSet
 from . import load_stubs
 
 pb2, pb2_grpc = load_stubs()
@@ -32,9 +31,13 @@ def _to_completion(msg) -> CompletionRequest:
     return CompletionRequest(**fields)
 
 
-def _tokens(engine, ids: list[int], logprobs: list[float] | None) -> list:
-    lps = logprobs or [0.0] * len(ids)
+def _tokens(engine, choice: Choice) -> list:
+    ids, lps = choice.token_ids, choice.logprobs or [0.0] * len(choice.token_ids)
     return [pb2.Token(id=i, text=t, logprob=lp) for i, t, lp in zip(ids, engine.token_strings(ids), lps)]
+
+
+def _usage(u) -> "pb2.Usage":
+    return pb2.Usage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, total_tokens=u.total_tokens)
 
 
 class TextGeneration(pb2_grpc.TextGenerationServicer):
@@ -46,51 +49,40 @@ class TextGeneration(pb2_grpc.TextGenerationServicer):
             req = _to_completion(msg)
             return self.models.get(req.model), req
         except ValidationError as e:
-            err = e.errors()[0]
-            param = ".".join(str(x) for x in err["loc"]) or "request"
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{param}: {err['msg']}")
-        except ModelNotFound as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            await _abort(context, from_validation(e))
+        except GlottaError as e:
+            await _abort(context, e)
 
     async def Generate(self, msg, context):
         engine, req = await self._prepare(msg, context)
         try:
-            c = await collect(engine, replace(to_engine_request(req, req.prompts[0], 0), stream=False))
-        except EngineError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
-        except EngineUnavailable as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"model unavailable: {e}")
-        usage = pb2.Usage(prompt_tokens=len(c.prompt_ids), completion_tokens=len(c.token_ids),
-                          total_tokens=len(c.prompt_ids) + len(c.token_ids))
+            (choice,), use = await complete_choices(engine, req.model_copy(update={"stream": False}))
+        except GlottaError as e:
+            await _abort(context, e)
         return pb2.GenerateResponse(
-            id=f"cmpl-{uuid.uuid4().hex}", model=engine.name, text=(req.prompt if req.echo else "") + c.text,
-            tokens=_tokens(engine, c.token_ids, c.logprobs) if req.logprobs is not None else [],
-            finish_reason=FINISH_REASONS.get(c.finish_reason or "", ""), usage=usage,
+            id=completion_id(), model=engine.name, text=choice.wire.text,
+            tokens=_tokens(engine, choice) if req.logprobs is not None else [],
+            finish_reason=choice.wire.finish_reason or "", usage=_usage(use),
         )
 
     async def GenerateStream(self, msg, context):
         engine, req = await self._prepare(msg, context)
-        cid = f"cmpl-{uuid.uuid4().hex}"
-        prompt_tokens = completion_tokens = 0
+        cid = completion_id()
         try:
-            async for chunk in stream(engine, to_engine_request(req, req.prompts[0], 0)):
-                text = chunk.text
-                if chunk.prompt is not None:
-                    prompt_tokens = len(chunk.prompt.token_ids)
-                    text = (req.prompt if req.echo else "") + text
-                completion_tokens += len(chunk.token_ids)
-                out = pb2.GenerateResponse(id=cid, model=engine.name, text=text,
-                                           finish_reason=FINISH_REASONS.get(chunk.finish_reason or "", ""))
+            async for choice, use in await stream_choices(engine, req.model_copy(update={"stream": True})):
+                out = pb2.GenerateResponse(id=cid, model=engine.name, text=choice.wire.text,
+                                           finish_reason=choice.wire.finish_reason or "")
                 if req.logprobs is not None:
-                    out.tokens.extend(_tokens(engine, chunk.token_ids, chunk.logprobs))
-                if chunk.finish_reason:
-                    out.usage.CopyFrom(pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                                 total_tokens=prompt_tokens + completion_tokens))
+                    out.tokens.extend(_tokens(engine, choice))
+                if choice.wire.finish_reason:
+                    out.usage.CopyFrom(_usage(use))
                 yield out
-        except EngineError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, e.message)
-        except EngineUnavailable as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"model unavailable: {e}")
+        except GlottaError as e:
+            await _abort(context, e)
+
+
+async def _abort(context, e: GlottaError) -> None:
+    await context.abort(grpc_code(e), wire("openai", e)[0])  # /v1/completions semantics, so OpenAI's field names
 
 
 async def start_server(models: ModelSet, port: int, host: str = "0.0.0.0") -> grpc.aio.Server:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.protocol import Engine, EngineError, GenerationRequest, SamplingParams, StopConditions
+from glotta.core.errors import invalid
+
+from ..engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
 from ..generation import collect, gather_all
 from .library import Template
 
@@ -28,9 +30,9 @@ async def score_continuation(engine: Engine, prompt: str, continuation: str) -> 
     prompt_len = len(engine.tokenizer.encode(prompt))
     out = await collect(engine, GenerationRequest(prompt + continuation, 0, prompt_logprobs=True, stream=False))
     if out.prompt_ids[:prompt_len] != engine.tokenizer.encode(prompt):
-        raise EngineError(f"answer {continuation!r} merges with the end of the prompt into one token", "verbalizer")
+        raise invalid(f"answer {continuation!r} merges with the end of the prompt into one token", "verbalizer")
     if len(out.prompt_ids) == prompt_len:
-        raise EngineError(f"answer {continuation!r} adds no token to the prompt", "verbalizer")
+        raise invalid(f"answer {continuation!r} adds no token to the prompt", "verbalizer")
     # logprobs[i] belongs to token i + 1: the continuation's tokens are prompt_len .. end
     return float(sum((out.prompt_logprobs or [])[prompt_len - 1:]))
 
@@ -46,7 +48,7 @@ async def run(engine: Engine, template: Template, inputs: dict[str, str], k: int
     mode = mode or template.mode
     if mode == "score":
         if not template.verbalizer:
-            raise EngineError(f"template {template.name} has no verbalizer: it can only generate", "mode")
+            raise invalid(f"template {template.name} has no verbalizer: it can only generate", "mode")
         words = [(label, w) for label, ws in template.verbalizer.items() for w in ws]
         scores = await gather_all(*(score_continuation(engine, prompt, _answer_word(w)) for _, w in words))
         word_scores = {w: s for (_, w), s in zip(words, scores)}

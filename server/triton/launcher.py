@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -26,34 +25,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-from glotta.export.quantize import cache_dir
+
+from glotta.core.paths import cache_dir
 
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
 
 
 class TritonLaunchError(RuntimeError):
     pass
-
-
-def free_port_block(n: int = 3) -> int:
-    """A loopback base port with the next n - 1 ports free too (Triton takes HTTP, gRPC and metrics side by side)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise TritonLaunchError("no block of free ports")
 
 
 def _wheel_root() -> Path | None:

@@ -15,7 +15,7 @@ import hashlib
 
 import numpy as np
 
-from .filters import WORD, fold
+from .text import WORD, fold
 
 
 def words(text: str, folded: str | None = None) -> list[str]:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .pipeline import PrepareConfig, global_dedup, pass_a, pass_b
-
-STEPS = {"a": pass_a, "b": pass_b}
+from .config import PrepareConfig
+from .steps import SHARD_STEPS, find_duplicates
+from .workfolder import WorkFolder
 
 
 def run_step(step: str, cfg_json: str, shard: int) -> str:
-    return STEPS[step](PrepareConfig.model_validate_json(cfg_json), shard)
+    return SHARD_STEPS[step](PrepareConfig.model_validate_json(cfg_json), shard)
 
 
 def _progress() -> Progress:
@@ -33,7 +33,7 @@ def _progress() -> Progress:
 
 def local(cfg: PrepareConfig, step: str, workers: int) -> None:
     shards = range(len(cfg.inputs))
-    desc = {"a": "filter + dedup keys", "b": "dedup + write"}[step]
+    desc = {"filter": "filter + dedup keys", "write": "drop duplicates + write"}[step]
     with _progress() as bar:
         task = bar.add_task(f"{desc} (shards)", total=len(shards))
         if workers <= 1:
@@ -67,18 +67,19 @@ def ray(cfg: PrepareConfig, step: str, workers: int) -> None:
 
 def slurm_scripts(cfg: PrepareConfig, workers: int, partition: str | None, glotta: str = "glotta") -> Path:
     """sbatch files for the four steps and `submit.sh` chaining them with afterok dependencies."""
-    folder = cfg.work / "slurm"
+    work = WorkFolder(cfg)
+    folder = work.slurm
     folder.mkdir(parents=True, exist_ok=True)
-    config = shlex.quote(str((cfg.work / "config.json").resolve()))
+    config = shlex.quote(str(work.config_file.resolve()))
     n = len(cfg.inputs)
     head = "#!/bin/bash\n#SBATCH --cpus-per-task=1\n#SBATCH --mem=8G\n" + (
         f"#SBATCH --partition={partition}\n" if partition else "")
     jobs = {
-        "a": f"{head}#SBATCH --job-name=glotta-prep-a\n#SBATCH --array=0-{n - 1}%{workers}\n"
-             f"{glotta} data step --step a --config {config} --shard $SLURM_ARRAY_TASK_ID\n",
+        "filter": f"{head}#SBATCH --job-name=glotta-prep-filter\n#SBATCH --array=0-{n - 1}%{workers}\n"
+                  f"{glotta} data step --step filter --config {config} --shard $SLURM_ARRAY_TASK_ID\n",
         "dedup": f"{head}#SBATCH --job-name=glotta-prep-dedup\n{glotta} data step --step dedup --config {config}\n",
-        "b": f"{head}#SBATCH --job-name=glotta-prep-b\n#SBATCH --array=0-{n - 1}%{workers}\n"
-             f"{glotta} data step --step b --config {config} --shard $SLURM_ARRAY_TASK_ID\n",
+        "write": f"{head}#SBATCH --job-name=glotta-prep-write\n#SBATCH --array=0-{n - 1}%{workers}\n"
+                 f"{glotta} data step --step write --config {config} --shard $SLURM_ARRAY_TASK_ID\n",
         "report": f"{head}#SBATCH --job-name=glotta-prep-report\n{glotta} data step --step report --config {config}\n",
     }
     for name, text in jobs.items():
@@ -100,8 +101,8 @@ def submit_slurm(folder: Path) -> int:
 
 
 def run_all(cfg: PrepareConfig, executor: str, workers: int) -> None:
-    """Steps A → dedup → B on this machine or Ray (Slurm runs them as jobs instead)."""
+    """Filter → find duplicates → write on this machine or Ray (Slurm runs them as jobs instead)."""
     run = {"local": local, "ray": ray}[executor]
-    run(cfg, "a", workers)
-    global_dedup(cfg)
-    run(cfg, "b", workers)
+    run(cfg, "filter", workers)
+    find_duplicates(cfg)
+    run(cfg, "write", workers)

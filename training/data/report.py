@@ -7,10 +7,13 @@ import html
 import io
 import json
 from collections import Counter
-from pathlib import Path
+
+from glotta.core.atomic import atomic_write
 
 from . import dedup
-from .pipeline import EXAMPLES, LENGTH_BINS, PrepareConfig, _atomic_write
+from .config import PrepareConfig
+from .stats import EXAMPLES, LENGTH_BINS
+from .workfolder import WorkFolder
 
 
 def _merge_stage(into: dict, s: dict) -> None:
@@ -32,7 +35,7 @@ def _kept_of_examples(cfg: PrepareConfig, examples: dict, sizes: list[int]) -> N
         shard = int(np.searchsorted(offsets, ex["duplicate_of"], side="right") - 1)
         wanted.setdefault(shard, {}).setdefault(ex["duplicate_of"] - int(offsets[shard]), []).append(ex)
     for shard, rows in wanted.items():
-        with open(cfg.work / "a" / f"{shard:05d}.jsonl", encoding="utf-8") as f:
+        with open(WorkFolder(cfg).filtered(shard), encoding="utf-8") as f:
             for row, line in enumerate(f):
                 for ex in rows.get(row, []):
                     kept = json.loads(line)
@@ -46,15 +49,17 @@ def merge(cfg: PrepareConfig) -> dict:
     stages: dict[str, dict] = {name: {} for name in cfg.stages}
     malformed, examples, langs, lengths = 0, [], Counter(), [0] * (len(LENGTH_BINS) - 1)
     read_docs = read_bytes = 0
-    for step in ("a", "b"):
+    folder = WorkFolder(cfg)
+    for step in ("filter", "write"):
         for i in range(n):
-            st = json.loads((cfg.work / step / f"{i:05d}.stats.json").read_text())
+            marker = folder.filtered(i, "stats.json") if step == "filter" else folder.written_marker(i)
+            st = json.loads(marker.read_text())
             for name, s in st["stages"].items():
                 _merge_stage(stages[name], s)
             langs.update(st.get("language_histogram", {}))
             if "dedup" in stages:
                 stages["dedup"]["seconds"] = stages["dedup"].get("seconds", 0) + st.get("dedup_seconds", 0)
-            if step == "a":
+            if step == "filter":
                 malformed += st["malformed"]["count"]
                 examples += st["malformed"]["examples"][:20 - len(examples)]
                 read_docs += st["read"]["docs"]
@@ -63,8 +68,8 @@ def merge(cfg: PrepareConfig) -> dict:
                 lengths = [x + y for x, y in zip(lengths, st["length_histogram"])]
     out_docs = sum(lengths)
     last = stages[cfg.stages[-1]] if cfg.stages else {"bytes_out": read_bytes}
-    if "dedup" in stages and (cfg.work / "dedup.json").exists():
-        info = json.loads((cfg.work / "dedup.json").read_text())
+    if "dedup" in stages and folder.dedup_marker.exists():
+        info = json.loads(folder.dedup_marker.read_text())
         stages["dedup"]["seconds"] += info.get("seconds", 0)
         _kept_of_examples(cfg, stages["dedup"].get("examples", {}), info["shard_sizes"])
     for s in stages.values():
@@ -130,8 +135,8 @@ def _plots(stats: dict) -> list[str]:
 
 def write(cfg: PrepareConfig) -> dict:
     stats = merge(cfg)
-    out = Path(cfg.output)
-    _atomic_write(out / "stats.json", (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode())
+    folder = WorkFolder(cfg)
+    atomic_write(folder.stats_file, json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     e = html.escape
     rows = "".join(
         f"<tr><td>{e(n)}</td><td>{s.get('docs_in', 0):,}</td><td>{s.get('docs_out', 0):,}</td>"
@@ -169,5 +174,5 @@ stages {e(' → '.join(cfg.stages))}; {stats['malformed']['count']:,} malformed 
 {curve}
 <h2>Removed documents</h2>{examples}
 <h2>Malformed records</h2><ul>{malformed}</ul>"""
-    _atomic_write(out / "report.html", page.encode())
+    atomic_write(folder.report_file, page)
     return stats

@@ -1,3 +1,3 @@
-"""Triton entry point: Glotta's tokenizing pre-processing (see glotta/server/triton/text_processing.py)."""
+"""Triton entry point: Glotta's tokenizing pre-processing (server/triton/backend_models/text_processing.py)."""
 
-from glotta.server.triton.text_processing import Preprocessing as TritonPythonModel  # noqa: F401
+from glotta.server.triton.backend_models.text_processing import Preprocessing as TritonPythonModel  # noqa: F401

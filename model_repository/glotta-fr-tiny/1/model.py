@@ -1,3 +1,3 @@
-"""Triton entry point: the shared Glotta engine model (see glotta/server/triton/python_model.py)."""
+"""Triton entry point: the shared Glotta engine model (glotta/server/triton/backend_models/engine_model.py)."""
 
-from glotta.server.triton.python_model import TritonPythonModel  # noqa: F401
+from glotta.server.triton.backend_models.engine_model import TritonPythonModel  # noqa: F401

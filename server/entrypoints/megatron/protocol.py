@@ -10,16 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from glotta.core.errors import invalid
+
 MAX_PROMPTS = 128
-
-
-class FieldError(ValueError):
-    """A request error that names its field; the handler turns it into a 400."""
-
-    def __init__(self, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 def _is_int(v: Any) -> bool:
@@ -32,7 +25,7 @@ def _is_number(v: Any) -> bool:
 
 def _validate_in_megatron_order(d: Any) -> None:  # noqa: C901 - one flat list of checks, in Megatron's order
     def fail(msg: str, param: str) -> None:
-        raise FieldError(msg, param)
+        raise invalid(msg, param)
 
     if not isinstance(d, dict):
         fail("request body must be a JSON object", "body")

@@ -1,4 +1,8 @@
-"""`/v1/completions` logic: map to engine requests, gather or stream the choices, shape OpenAI's objects."""
+"""`/v1/completions` logic: engine requests, and the OpenAI choices and usage — built here once, for every transport.
+
+REST answers `complete`'s response; SSE (`open_stream`, in this module) and gRPC (glotta.server.grpc_api) only
+format what `stream_choices` yields.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from ...engine.protocol import Chunk, Engine, EngineError, GenerationRequest, SamplingParams, StopConditions
-from ...generation import Completion, collect, gather_all, stream
-from ...limits import RequestTimeout
+from glotta.core.errors import ErrorKind, GlottaError
+
+from ...engine.protocol import Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
+from ...errors import body as error_body
+from ...generation import collect, gather_all, stream
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
 
 log = logging.getLogger("glotta.server")
@@ -38,44 +45,69 @@ def to_engine_request(req: CompletionRequest, prompt: str, index: int) -> Genera
     )
 
 
-def _logprobs(engine: Engine, ids: list[int], lps: list, tops: list | None, offset: int) -> Logprobs:
-    tokens = engine.token_strings(ids)
-    offsets = []
-    for t in tokens:
-        offsets.append(offset)
-        offset += len(t)
-    return Logprobs(tokens=tokens, token_logprobs=lps, top_logprobs=tops, text_offset=offsets)
+@dataclass
+class Choice:
+    """A choice on the wire, and the generated token ids and log-probs it holds (gRPC sends those as tokens)."""
+
+    wire: CompletionChoice
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
-def _choice(engine: Engine, req: CompletionRequest, prompt: str, index: int, c: Completion) -> CompletionChoice:
-    lp = None
-    if req.logprobs is not None:
-        ids, lps, tops = c.token_ids, list(c.logprobs), list(c.top_logprobs) if req.logprobs else None
-        if req.echo:
-            ids = c.prompt_ids + ids
-            lps = [None, *(c.prompt_logprobs or []), *lps]
-            if tops is not None:
-                tops = [None, *(c.prompt_top_logprobs or []), *tops]
-        lp = _logprobs(engine, ids, lps, tops, 0 if req.echo else len(prompt))
-    text = (prompt if req.echo else "") + c.text
-    return CompletionChoice(index=index, text=text, logprobs=lp, finish_reason=FINISH_REASONS.get(c.finish_reason or ""))
+class _ChoiceBuilder:
+    """Turns one prompt's engine output — the whole of it, or each streamed chunk — into OpenAI choices."""
+
+    def __init__(self, engine: Engine, req: CompletionRequest, prompt: str, index: int) -> None:
+        self.engine, self.req, self.prompt, self.index = engine, req, prompt, index
+        self.offset = 0 if req.echo else len(prompt)  # text_offset of the next token
+
+    def build(self, text: str, ids: list[int], lps: list[float] | None, tops: list | None,
+              prompt: PromptInfo | None, finish: str | None) -> Choice:
+        req, lp = self.req, None
+        echo = prompt is not None and req.echo
+        if req.logprobs is not None:
+            all_ids, all_lps = list(ids), list(lps or [])
+            all_tops = list(tops or []) if req.logprobs else None
+            if echo:
+                all_ids = prompt.token_ids + all_ids
+                all_lps = [None, *(prompt.logprobs or []), *all_lps]
+                if all_tops is not None:
+                    all_tops = [None, *(prompt.top_logprobs or []), *all_tops]
+            tokens = self.engine.token_strings(all_ids)
+            offsets = []
+            for t in tokens:
+                offsets.append(self.offset)
+                self.offset += len(t)
+            lp = Logprobs(tokens=tokens, token_logprobs=all_lps, top_logprobs=all_tops, text_offset=offsets)
+        wire = CompletionChoice(index=self.index, text=(self.prompt if echo else "") + text, logprobs=lp,
+                                finish_reason=FINISH_REASONS.get(finish or ""))
+        return Choice(wire, list(ids), list(lps or []))
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens)
+
+
+def completion_id() -> str:
+    return f"cmpl-{uuid.uuid4().hex}"
+
+
+async def complete_choices(engine: Engine, req: CompletionRequest) -> tuple[list[Choice], Usage]:
+    prompts = req.prompts
+    results = await gather_all(*(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)))
+    choices = [
+        _ChoiceBuilder(engine, req, p, i).build(
+            r.text, r.token_ids, r.logprobs, r.top_logprobs,
+            PromptInfo(r.prompt_ids, r.prompt_logprobs, r.prompt_top_logprobs), r.finish_reason)
+        for i, (p, r) in enumerate(zip(prompts, results))
+    ]
+    return choices, usage(sum(len(r.prompt_ids) for r in results), sum(len(r.token_ids) for r in results))
 
 
 async def complete(engine: Engine, req: CompletionRequest) -> CompletionResponse:
-    prompts = req.prompts
-    results = await gather_all(*(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)))
-    prompt_tokens = sum(len(r.prompt_ids) for r in results)
-    completion_tokens = sum(len(r.token_ids) for r in results)
-    return CompletionResponse(
-        id=f"cmpl-{uuid.uuid4().hex}",
-        model=engine.name,
-        choices=[_choice(engine, req, p, i, r) for i, (p, r) in enumerate(zip(prompts, results))],
-        usage=Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
-    )
+    choices, use = await complete_choices(engine, req)
+    return CompletionResponse(id=completion_id(), model=engine.name, choices=[c.wire for c in choices], usage=use)
 
 
 async def _merge(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
@@ -112,62 +144,56 @@ async def _merge(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int
             t.cancel()
 
 
+async def stream_choices(engine: Engine, req: CompletionRequest) -> AsyncIterator[tuple[Choice, Usage]]:
+    """Each streamed choice with the usage so far (final once every choice has its finish_reason). The first item
+    is computed before this returns, so a request the engine rejects fails before any byte goes out."""
+    prompts = req.prompts
+    builders = [_ChoiceBuilder(engine, req, p, i) for i, p in enumerate(prompts)]
+    merged = _merge([stream(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)])
+    first = await anext(merged)
+    counts = usage(0, 0)
+
+    async def items() -> AsyncIterator[tuple[Choice, Usage]]:
+        async for index, chunk in _prepend(first, merged):
+            if chunk.prompt is not None:
+                counts.prompt_tokens += len(chunk.prompt.token_ids)
+            counts.completion_tokens += len(chunk.token_ids)
+            counts.total_tokens = counts.prompt_tokens + counts.completion_tokens
+            choice = builders[index].build(chunk.text, chunk.token_ids, chunk.logprobs, chunk.top_logprobs,
+                                           chunk.prompt, chunk.finish_reason)
+            if choice.wire.text or choice.wire.logprobs is not None or choice.wire.finish_reason is not None:
+                yield choice, counts
+
+    return items()
+
+
+async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
+    yield first
+    async for x in rest:
+        yield x
+
+
 def _sse(obj: dict) -> bytes:
     return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def open_stream(engine: Engine, req: CompletionRequest) -> AsyncIterator[bytes]:
-    """SSE byte stream. The first chunk is awaited here, so a request the engine rejects still gets a 4xx."""
-    prompts = req.prompts
-    merged = _merge([stream(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)])
-    first = await anext(merged)  # raises EngineError before any byte is sent
-    return _sse_events(engine, req, prompts, first, merged)
+    """SSE byte stream ending in `data: [DONE]`; errors after the headers went out travel as an `error` event."""
+    choices = await stream_choices(engine, req)
+    return _sse_events(engine.name, req, choices)
 
 
-async def _sse_events(engine: Engine, req: CompletionRequest, prompts: list[str], first, merged) -> AsyncIterator[bytes]:
-    cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-    usage = Usage()
-    offsets = [0 if req.echo else len(p) for p in prompts]
-
-    def event(index: int, text: str, lp: Logprobs | None, finish: str | None) -> bytes:
-        choice = CompletionChoice(index=index, text=text, logprobs=lp, finish_reason=FINISH_REASONS.get(finish or ""))
-        body = {"id": cid, "object": "text_completion", "created": created, "model": engine.name}
-        return _sse(body | {"choices": [choice.model_dump()]})
-
-    async def items():
-        yield first
-        async for x in merged:
-            yield x
-
+async def _sse_events(model: str, req: CompletionRequest, choices) -> AsyncIterator[bytes]:
+    head = {"id": completion_id(), "object": "text_completion", "created": int(time.time()), "model": model}
+    counts = None
     try:
-        async for index, chunk in items():
-            text, lp = chunk.text, None
-            if chunk.prompt is not None:
-                usage.prompt_tokens += len(chunk.prompt.token_ids)
-                if req.echo:
-                    text = prompts[index] + text
-            usage.completion_tokens += len(chunk.token_ids)
-            if req.logprobs is not None:
-                ids, lps = list(chunk.token_ids), list(chunk.logprobs or [])
-                tops = list(chunk.top_logprobs or []) if req.logprobs else None
-                if chunk.prompt is not None and req.echo:
-                    ids = chunk.prompt.token_ids + ids
-                    lps = [None, *(chunk.prompt.logprobs or []), *lps]
-                    if tops is not None:
-                        tops = [None, *(chunk.prompt.top_logprobs or []), *tops]
-                lp = _logprobs(engine, ids, lps, tops, offsets[index])
-                offsets[index] = lp.text_offset[-1] + len(lp.tokens[-1]) if lp.tokens else offsets[index]
-            if text or lp is not None or chunk.finish_reason is not None:
-                yield event(index, text, lp, chunk.finish_reason)
-        if req.stream_options is not None and req.stream_options.include_usage:
-            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
-            body = {"id": cid, "object": "text_completion", "created": created, "model": engine.name}
-            yield _sse(body | {"choices": [], "usage": usage.model_dump()})
-    except EngineError as e:  # after the headers went out, errors travel as an SSE event
-        yield _sse({"error": {"message": e.message, "type": "invalid_request_error", "param": e.param}})
-    except RequestTimeout as e:
-        yield _sse({"error": {"message": str(e), "type": "timeout", "param": None}})
+        async for choice, counts in choices:
+            yield _sse(head | {"choices": [choice.wire.model_dump()]})
+        if counts is not None and req.stream_options is not None and req.stream_options.include_usage:
+            yield _sse(head | {"choices": [], "usage": counts.model_dump()})
+    except GlottaError as e:
+        yield _sse(error_body("openai", e))
     except Exception as e:
         log.exception("stream failed")
-        yield _sse({"error": {"message": f"generation failed: {type(e).__name__}", "type": "internal_error"}})
+        yield _sse(error_body("openai", GlottaError(ErrorKind.INTERNAL, f"generation failed: {type(e).__name__}")))
     yield b"data: [DONE]\n\n"

@@ -12,9 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("GLOTTA_CACHE", Path.home() / ".cache" / "glotta"))
+from glotta.core.paths import cache_dir
 
 
 def derive_int8(fp32_path: str | Path, out_dir: Path | None = None) -> Path:

@@ -14,85 +14,28 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from glotta.core.errors import GlottaError
 from glotta.server.engine.onnx_engine import OnnxEngine
-from glotta.server.engine.protocol import EngineError, GenerationRequest, SamplingParams, StopConditions
-from glotta.server.triton.interface import DEFAULTS
+from glotta.server.triton.contract import request_from_arrays, response_to_arrays
 
 CANCEL_CHECK_S = 0.02
 
 
-def _scalar(request, name: str):
-    t = pb_utils.get_input_tensor_by_name(request, name)
-    if t is None:
-        return DEFAULTS[name]
-    v = t.as_numpy().reshape(-1)[0]
-    return v.decode("utf-8") if isinstance(v, bytes) else v.item()
+def parse_request(request):
+    """The engine request and the `exclude_input_in_output` flag, read through the one Triton contract."""
+    def get(name: str):
+        t = pb_utils.get_input_tensor_by_name(request, name)
+        return None if t is None else t.as_numpy()
 
-
-def _strings(request, name: str) -> tuple[str, ...]:
-    t = pb_utils.get_input_tensor_by_name(request, name)
-    if t is None:
-        return ()
-    return tuple(s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in t.as_numpy().reshape(-1) if s)
-
-
-def parse_request(request) -> tuple[GenerationRequest, bool, bool]:
-    """The engine request, plus the `stream` and `exclude_input_in_output` flags."""
-    seed = _scalar(request, "seed")
-    return (
-        GenerationRequest(
-            prompt=_scalar(request, "text_input"),
-            max_new_tokens=int(_scalar(request, "max_tokens")),
-            sampling=SamplingParams(
-                temperature=float(_scalar(request, "temperature")),
-                top_k=int(_scalar(request, "top_k")),
-                top_p=float(_scalar(request, "top_p")),
-                top_p_decay=float(_scalar(request, "top_p_decay")),
-                top_p_bound=float(_scalar(request, "top_p_bound")),
-                seed=None if seed is None else int(seed),
-            ),
-            stop=StopConditions(
-                stop_on_eod=not _scalar(request, "ignore_eos"),
-                stop_on_eol=bool(_scalar(request, "stop_on_eol")),
-                stop_on_double_eol=bool(_scalar(request, "stop_on_double_eol")),
-                stop_strings=_strings(request, "stop_words"),
-            ),
-            logprobs=bool(_scalar(request, "return_log_probs")),
-            top_logprobs=int(_scalar(request, "num_top_log_probs")),
-            prompt_logprobs=bool(_scalar(request, "return_prompt_log_probs")),
-            add_bos=bool(_scalar(request, "add_bos")),
-            prevent_newline_after_colon=bool(_scalar(request, "prevent_newline_after_colon")),
-        ),
-        bool(_scalar(request, "stream")),
-        bool(_scalar(request, "exclude_input_in_output")),
-    )
-
-
-def _tensor(name: str, values, dtype) -> "pb_utils.Tensor":
-    return pb_utils.Tensor(name, np.asarray(values, dtype=dtype).reshape(1, -1))
+    return request_from_arrays(get)
 
 
 def _response(wanted: set[str], text: str, ids, logprobs, tops, finish: str | None,
               prompt=None) -> "pb_utils.InferenceResponse":
-    """Only the outputs the client asked for are built (each one costs serialization on every token)."""
-    values = {
-        "text_output": lambda: ([text.encode("utf-8")], np.object_),
-        "output_ids": lambda: (ids, np.int32),
-        "output_log_probs": lambda: (logprobs or [], np.float32),
-        "top_log_probs": lambda: ([json.dumps(t).encode() for t in (tops or [])], np.object_),
-        "finish_reason": lambda: ([(finish or "").encode()], np.object_),
-    }
-    if prompt is not None:
-        values |= {
-            "prompt_ids": lambda: (prompt.token_ids, np.int32),
-            "prompt_log_probs": lambda: (prompt.logprobs or [], np.float32),
-            "prompt_top_log_probs": lambda: ([json.dumps(t).encode() for t in (prompt.top_logprobs or [])],
-                                             np.object_),
-        }
-    out = [_tensor(name, *make()) for name, make in values.items() if not wanted or name in wanted]
-    return pb_utils.InferenceResponse(output_tensors=out)
+    arrays = response_to_arrays(wanted, text, ids, logprobs, tops, finish, prompt)
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, a) for n, a in arrays.items()])
 
 
 class TritonPythonModel:
@@ -148,7 +91,8 @@ class TritonPythonModel:
         sender = request.get_response_sender()
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         try:
-            req, stream, exclude_input = parse_request(request)
+            req, exclude_input = parse_request(request)
+            stream = req.stream
             wanted = set(request.requested_output_names())
             text = "" if exclude_input else req.prompt
             ids: list[int] = []
@@ -176,7 +120,7 @@ class TritonPythonModel:
                 prompt = chunk.prompt or prompt
                 if chunk.finish_reason:
                     sender.send(_response(wanted, text, ids, lps, tops, chunk.finish_reason, prompt), flags=final)
-        except EngineError as e:
+        except GlottaError as e:
             error = pb_utils.TritonError(e.message, pb_utils.TritonError.INVALID_ARG)
             sender.send(pb_utils.InferenceResponse(error=error), flags=final)
         except Exception as e:  # never leave a client waiting for a final flag

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import CheckpointError, iteration_dir, load
+from .shape import GPTShape
+
 ROW_PARALLEL = ("proj_w", "fc2_w")  # split along the input dimension
 COLUMN_PARALLEL = ("qkv_w", "qkv_b", "fc1_w", "fc1_b")  # split along the output dimension
 LEGACY = {"input_layernorm.weight": "ln1_w", "input_layernorm.bias": "ln1_b",
@@ -28,21 +31,6 @@ CORE = {"input_layernorm.weight": "ln1_w", "input_layernorm.bias": "ln1_b",
         "mlp.linear_fc1.layer_norm_weight": "ln2_w", "mlp.linear_fc1.layer_norm_bias": "ln2_b",
         "mlp.linear_fc1.weight": "fc1_w", "mlp.linear_fc1.bias": "fc1_b", "mlp.linear_fc2.weight": "fc2_w",
         "mlp.linear_fc2.bias": "fc2_b"}
-
-
-class CheckpointError(ValueError):
-    pass
-
-
-def iteration_dir(path: str | Path) -> Path:
-    path = Path(path)
-    tracker = path / "latest_checkpointed_iteration.txt"
-    if tracker.is_file():
-        it = tracker.read_text().strip()
-        return path / ("release" if it == "release" else f"iter_{int(it):07d}")
-    if any(path.glob("mp_rank_*")):
-        return path
-    raise CheckpointError(f"{path}: no latest_checkpointed_iteration.txt and no mp_rank_* folders")
 
 
 def _rank_files(it_dir: Path) -> dict[tuple[int, int], Path]:
@@ -116,10 +104,10 @@ def canonical_rank(state: dict, heads_local: int, layer_offset: int) -> dict:
     return out
 
 
-def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, dict]:
+def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, GPTShape]:
     """(canonical unsharded weights, model shape) of a checkpoint; `vocab_size` removes the vocabulary padding."""
     files = _rank_files(iteration_dir(path))
-    first = torch.load(next(iter(files.values())), map_location="cpu", weights_only=False)
+    first = load(next(iter(files.values())))
     args = first.get("args")
     if args is None:
         raise CheckpointError("checkpoint has no `args`: cannot tell its shape or parallelism")
@@ -130,7 +118,7 @@ def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, dict]:
         raise CheckpointError(f"{heads} heads / {layers} layers do not split over TP {tp} × PP {pp}")
     ranks = {}
     for (t, p), f in files.items():
-        state = first if (t, p) == next(iter(files)) else torch.load(f, map_location="cpu", weights_only=False)
+        state = first if (t, p) == next(iter(files)) else load(f)
         ranks[(t, p)] = canonical_rank(state, heads // tp, p * layers // pp)
     merged: dict = {}
     for key in {k for r in ranks.values() for k in r}:
@@ -155,16 +143,15 @@ def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, dict]:
         merged["wte"] = merged["wte"][:vocab_size]
         if "lm_head" in merged:
             merged["lm_head"] = merged["lm_head"][:vocab_size]
-    shape = {"layers": layers, "hidden": args.hidden_size, "heads": heads, "vocab": merged["wte"].shape[0],
-             "positions": merged["wpe"].shape[0], "tp": tp, "pp": pp,
-             "version": float(first.get("checkpoint_version", 0)), "ffn": merged[(0, "fc1_w")].shape[0],
-             "args": args}
+    shape = GPTShape(layers=layers, hidden=args.hidden_size, heads=heads, vocab=merged["wte"].shape[0],
+                     positions=merged["wpe"].shape[0], ffn=merged[(0, "fc1_w")].shape[0], tp=tp, pp=pp,
+                     version=float(first.get("checkpoint_version", 0)), args=args)
     return merged, shape
 
 
-def hf_state_dict(merged: dict, shape: dict) -> dict:
+def hf_state_dict(merged: dict, shape: GPTShape) -> dict:
     """Canonical weights → a `transformers` GPT-2 state dict (tied output unless the checkpoint has its own)."""
-    h, heads = shape["hidden"], shape["heads"]
+    h, heads = shape.hidden, shape.heads
     hn = h // heads
 
     def qkv(w: torch.Tensor) -> torch.Tensor:  # (head, q/k/v, hn) rows → HF c_attn columns q | k | v
@@ -174,7 +161,7 @@ def hf_state_dict(merged: dict, shape: dict) -> dict:
     sd = {"transformer.wte.weight": merged["wte"], "transformer.wpe.weight": merged["wpe"],
           "transformer.ln_f.weight": merged["lnf_w"], "transformer.ln_f.bias": merged["lnf_b"],
           "lm_head.weight": merged.get("lm_head", merged["wte"])}
-    for i in range(shape["layers"]):
+    for i in range(shape.layers):
         p = f"transformer.h.{i}."
         g = lambda n: merged[(i, n)]  # noqa: E731
         sd.update({p + "ln_1.weight": g("ln1_w"), p + "ln_1.bias": g("ln1_b"),
@@ -186,13 +173,13 @@ def hf_state_dict(merged: dict, shape: dict) -> dict:
     return {k: v.float().contiguous() for k, v in sd.items()}
 
 
-def to_hf(merged: dict, shape: dict):
+def to_hf(merged: dict, shape: GPTShape):
     """A `transformers` GPT2LMHeadModel holding the checkpoint's weights (exact GELU, as Megatron)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tied = "lm_head" not in merged or torch.equal(merged["lm_head"], merged["wte"])
-    cfg = GPT2Config(vocab_size=shape["vocab"], n_positions=shape["positions"], n_embd=shape["hidden"],
-                     n_layer=shape["layers"], n_head=shape["heads"], activation_function="gelu",
+    cfg = GPT2Config(vocab_size=shape.vocab, n_positions=shape.positions, n_embd=shape.hidden,
+                     n_layer=shape.layers, n_head=shape.heads, activation_function="gelu",
                      tie_word_embeddings=tied)
     model = GPT2LMHeadModel(cfg)
     model.load_state_dict(hf_state_dict(merged, shape))

@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 
 import httpx
-from rich.console import Console
 from rich.table import Table
 
-console = Console(soft_wrap=True)  # messages whole: no wrapping in the middle of a path
-err = Console(stderr=True, soft_wrap=True)
+from .common import console, fail, subcommands
 
 
 def _inputs(pairs: list[str]) -> dict[str, str]:
@@ -27,8 +25,7 @@ def _inputs(pairs: list[str]) -> dict[str, str]:
 
 def _run(a: argparse.Namespace) -> int:
     from glotta.clients.client import GlottaClient, GlottaError
-
-    from .evaluate import DataError, evaluate, save_chart, save_json
+    from glotta.server.templates.evaluate import DataError, evaluate, save_chart, save_json
 
     try:
         with GlottaClient(a.url) as client:
@@ -66,36 +63,37 @@ def _run(a: argparse.Namespace) -> int:
                 console.print(f"wrote {save_json(template, cells, out / f'{a.name}.json')} and "
                               f"{save_chart(template, cells, out / f'{a.name}.png')}")
     except (GlottaError, DataError, ValueError) as e:
-        err.print(f"[red]error:[/] {e}")
+        fail(e)
         return 1
     except (httpx.TransportError, OSError) as e:
-        err.print(f"[red]error:[/] cannot reach {a.url}: {e}")
+        fail(f"cannot reach {a.url}: {e}")
         return 1
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("prompt", help="few-shot prompt templates: list, show, run, eval")
-    p.add_argument("action", choices=["list", "show", "run", "eval"])
-    p.add_argument("name", nargs="?")
-    p.add_argument("--url", default="http://localhost:5000")
-    p.add_argument("--model")
-    p.add_argument("--input", action="append", metavar="NAME=VALUE", help="run: a template input (repeatable)")
-    p.add_argument("--k", type=int, default=0, help="run: examples shown before the query")
-    p.add_argument("--mode", choices=["score", "generate"])
-    p.add_argument("--paraphrase", type=int, default=0)
-    p.add_argument("--data", help="eval: JSONL of {\"inputs\": {...}, \"label\"|\"answer\": ...}")
-    p.add_argument("--k-list", default="0,1,3", help="eval: the k values to compare")
-    p.add_argument("--paraphrases", action="store_true", help="eval: also every paraphrase of the pattern")
-    p.add_argument("--output", default="prompt-eval", help="eval: folder for the JSON and the PNG chart")
-    p.set_defaults(func=_checked)
+def register(sub) -> None:
+    p = sub.add_parser("prompt", help="few-shot prompt templates through a running gateway: list, show, run, eval")
+    actions = subcommands(p)
 
+    def action(name: str, help: str, needs_name: bool = True) -> argparse.ArgumentParser:
+        q = actions.add_parser(name, help=help)
+        if needs_name:
+            q.add_argument("name", help="template name (see `glotta prompt list`)")
+        q.add_argument("--url", default="http://localhost:5000", help="the gateway")
+        q.set_defaults(func=_run)
+        return q
 
-def _checked(a: argparse.Namespace) -> int:
-    if a.action != "list" and not a.name:
-        err.print(f"[red]error:[/] `glotta prompt {a.action}` needs a template name")
-        return 2
-    if a.action == "eval" and not a.data:
-        err.print("[red]error:[/] `glotta prompt eval` needs --data labelled.jsonl")
-        return 2
-    return _run(a)
+    action("list", "the templates the gateway serves", needs_name=False)
+    action("show", "one template as JSON")
+    run = action("run", "render the k-shot prompt and answer it")
+    run.add_argument("--model", help="served model (default: the gateway's)")
+    run.add_argument("--input", action="append", metavar="NAME=VALUE", help="a template input (repeatable)")
+    run.add_argument("--k", type=int, default=0, help="examples shown before the query")
+    run.add_argument("--mode", choices=["score", "generate"], help="default: the template's")
+    run.add_argument("--paraphrase", type=int, default=0, help="0 = the template's pattern, i = its i-th paraphrase")
+    ev = action("eval", "accuracy (or exact match and chrF) for each k, with baselines")
+    ev.add_argument("--model", help="served model (default: the gateway's)")
+    ev.add_argument("--data", required=True, help="JSONL of {\"inputs\": {...}, \"label\"|\"answer\": ...}")
+    ev.add_argument("--k-list", default="0,1,3", help="the k values to compare")
+    ev.add_argument("--paraphrases", action="store_true", help="also every paraphrase of the pattern")
+    ev.add_argument("--output", default="prompt-eval", help="folder for the JSON and the PNG chart")

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from glotta.server.engine.tokenizer import Tokenizer
-from glotta.server.triton.interface import DEFAULTS, ENGINE_TENSORS, engine_sampling
+
+from glotta.core.tokenizer import Tokenizer
+from glotta.server.triton.contract import DEFAULTS, ENGINE_TENSORS, engine_sampling
 
 
 def _params(args: dict) -> tuple[str, Tokenizer]:

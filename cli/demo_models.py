@@ -1,6 +1,6 @@
 """The shipped demo models, made by the whole Glotta pipeline — the same commands a user runs on OSCAR:
 
-    python -m glotta.training.demo_models --input ../shared/corpus/fr.jsonl.gz --lang fr \\
+    python -m glotta.cli.demo_models --input ../shared/corpus/fr.jsonl.gz --lang fr \\
         --output model_repository/glotta-fr-tiny          (`make demo-models` builds fr and es side by side)
 
 1. `glotta data prepare`  clean → language → blacklist → exact + MinHash dedup
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import yaml
 
-from .data.pipeline import AtomicFile
+from glotta.core.atomic import AtomicFile
 
 
 def _glotta(*argv: str) -> None:
-    from glotta.server.cli import build_parser
+    from .main import build_parser
 
     args = build_parser().parse_args(list(argv))
     print("$ glotta " + " ".join(argv), flush=True)
@@ -99,13 +99,15 @@ def build(input_path: Path, lang: str, out: Path, work: Path, threads: int, pres
 def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, counts: dict, prep_s: float,
            train_s: float, threads: int, source: Path) -> dict:
     import torch
-    from glotta.export.megatron_reader import read, to_hf
+
+    from glotta.core.megatron.checkpoint import latest, load
+    from glotta.core.megatron.indexed import MegatronDataset
+    from glotta.core.megatron.reader import read, to_hf
+    from glotta.core.model_folder import ModelFolder
+    from glotta.core.tokenizer import EOD_TOKEN
     from glotta.export.onnx_export import export_gpt2_onnx
-    from glotta.server.triton.configs import write_model
+    from glotta.server.triton.config_writers.cpu import write_model
     from glotta.training.local_trainer import mean_loss, samples_of
-    from glotta.training.megatron_checkpoint import latest, load
-    from glotta.training.megatron_dataset import MegatronDataset
-    from glotta.training.tokenizer import copy_files
 
     merged, shape = read(work / "checkpoints", vocab)
     cfg = load(latest(work / "checkpoints"))["args"].glotta_config
@@ -119,13 +121,12 @@ def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, 
     history = json.loads((work / "checkpoints" / "loss.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     export_gpt2_onnx(model, out / "1" / "model.onnx", fp16_weights=True)
-    copy_files(tok, out)
     stages = {n: {"in": s["docs_in"], "out": s["docs_out"], "removed": s["removed"]} for n, s in prep["stages"].items()}
     steps = len(history["loss"])
     meta = {
         "name": out.name, "language": lang, "architecture": "gpt2", "vocab_size": vocab,
-        "n_positions": shape["positions"], "n_layer": shape["layers"], "n_embd": shape["hidden"],
-        "n_head": shape["heads"], "eod_token": "<|endoftext|>",
+        "n_positions": shape.positions, "n_layer": shape.layers, "n_embd": shape.hidden,
+        "n_head": shape.heads, "eod_token": EOD_TOKEN,
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_steps": steps, "train_tokens": steps * cfg["global_batch_size"] * cfg["seq_length"],
         "train_documents": counts["train"], "valid_documents": counts["valid"],
@@ -135,7 +136,7 @@ def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, 
         "prepare_seconds": round(prep_s, 1), "train_seconds": round(train_s, 1), "train_threads": threads,
         "source": source.name, "train_config": cfg,
     }
-    (out / "glotta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    ModelFolder.write(out, meta, tok)
     (out / "README.md").write_text(model_card(meta))
     write_model(out)
     shutil.copy(work / "checkpoints" / "loss.png", out / "loss.png")
@@ -149,7 +150,7 @@ def model_card(m: dict) -> str:
     return f"""# {m['name']}
 
 A tiny {lang} GPT made by Glotta's whole pipeline on CPU (`make demo-models`, i.e. `python -m
-glotta.training.demo_models`): data preparation, tokenizer training, Megatron `.bin/.idx` conversion, `glotta train
+glotta.cli.demo_models`): data preparation, tokenizer training, Megatron `.bin/.idx` conversion, `glotta train
 local` (Megatron checkpoints), export to ONNX. It exists to make the serving stack real end to end; it writes
 {lang}-looking text, not facts.
 

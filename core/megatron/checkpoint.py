@@ -1,27 +1,54 @@
-"""Megatron-LM's legacy checkpoint layout for a GPT trained locally (one tensor- and pipeline-parallel rank):
+"""Megatron-LM's legacy checkpoint layout, and its tracker file — the only code that reads or writes the tracker:
 
-    SAVE/latest_checkpointed_iteration.txt                 "100"
+    SAVE/latest_checkpointed_iteration.txt                 "100" (or "release")
     SAVE/iter_0000100/mp_rank_00/model_optim_rng.pt         {"args", "checkpoint_version": 3.0, "iteration",
                                                              "model": {"language_model": {"embedding", "encoder"}},
                                                              "optimizer", "opt_param_scheduler", "rng_state"}
 
-The model is a `transformers` GPT-2 with exact GELU (Megatron's default). Writing transposes Conv1D weights to
-Megatron's [out, in] and orders the fused QKV rows per head (head, q/k/v, head_dim), as checkpoint_version 3.0
-expects; reading goes through glotta.export.megatron_reader, which reads every Megatron layout.
+Writing takes a `transformers` GPT-2 (exact GELU, Megatron's default): Conv1D weights transposed to Megatron's
+[out, in], fused QKV rows ordered per head (head, q/k/v, head_dim) as checkpoint_version 3.0 expects. Reading any
+Megatron layout is `reader.read`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-import torch
+from ..atomic import atomic_write
 
 CHECKPOINT_VERSION = 3.0
+TRACKER = "latest_checkpointed_iteration.txt"
 
 
-def _qkv_to_megatron(w: torch.Tensor, heads: int) -> torch.Tensor:
+class CheckpointError(ValueError):
+    pass
+
+
+def is_checkpoint(save_dir: str | Path) -> bool:
+    return (Path(save_dir) / TRACKER).is_file()
+
+
+def iteration_dir(save_dir: str | Path) -> Path:
+    """The folder of the iteration the tracker names (a folder of mp_rank_* is taken as it is)."""
+    save_dir = Path(save_dir)
+    tracker = save_dir / TRACKER
+    if tracker.is_file():
+        it = tracker.read_text().strip()
+        return save_dir / ("release" if it == "release" else f"iter_{int(it):07d}")
+    if any(save_dir.glob("mp_rank_*")):
+        return save_dir
+    raise CheckpointError(f"{save_dir}: no {TRACKER} and no mp_rank_* folders (not a Megatron checkpoint)")
+
+
+def latest(save_dir: str | Path) -> Path | None:
+    """The single-rank file of the latest iteration, or None when nothing was saved yet."""
+    if not is_checkpoint(save_dir):
+        return None
+    return iteration_dir(save_dir) / "mp_rank_00" / "model_optim_rng.pt"
+
+
+def _qkv_to_megatron(w, heads: int):
     """HF c_attn [h, 3h] (columns q|k|v, each head-major) → Megatron [3h, h] (rows head, q/k/v, head_dim)."""
     three_h = w.shape[-1]
     hn = three_h // 3 // heads
@@ -58,38 +85,36 @@ def to_megatron(model) -> dict:
 
 def from_megatron(lm: dict, model) -> None:
     """Load Megatron `model["language_model"]` weights into a GPT-2 model of the same shape (in place), through the
-    checkpoint reader's one Megatron → Hugging Face mapping."""
-    from glotta.export.megatron_reader import canonical_rank, hf_state_dict
+    reader's one Megatron → Hugging Face mapping."""
+    from .reader import canonical_rank, hf_state_dict
+    from .shape import GPTShape
 
     cfg = model.config
     merged = canonical_rank({"checkpoint_version": CHECKPOINT_VERSION, "model": {"language_model": lm}}, cfg.n_head, 0)
-    model.load_state_dict(hf_state_dict(merged, {"layers": cfg.n_layer, "hidden": cfg.n_embd, "heads": cfg.n_head}))
+    shape = GPTShape(layers=cfg.n_layer, hidden=cfg.n_embd, heads=cfg.n_head, vocab=cfg.vocab_size,
+                     positions=cfg.n_positions)
+    model.load_state_dict(hf_state_dict(merged, shape))
 
 
 def save(save_dir: str | Path, iteration: int, model, args: argparse.Namespace, optimizer: dict, scheduler: dict,
          rng_state: dict) -> Path:
-    """Write iteration `iteration` and then point latest_checkpointed_iteration.txt at it (both atomically)."""
+    """Write iteration `iteration` and then point the tracker at it (both atomically)."""
+    import torch
+
     save_dir = Path(save_dir)
     path = save_dir / f"iter_{iteration:07d}" / "mp_rank_00" / "model_optim_rng.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"args": args, "checkpoint_version": CHECKPOINT_VERSION, "iteration": iteration,
              "model": to_megatron(model), "optimizer": optimizer, "opt_param_scheduler": scheduler,
              "rng_state": [rng_state]}
-    torch.save(state, str(path) + ".tmp")
-    os.replace(str(path) + ".tmp", path)
-    tracker = save_dir / "latest_checkpointed_iteration.txt"
-    tracker.with_suffix(".tmp").write_text(str(iteration))
-    os.replace(tracker.with_suffix(".tmp"), tracker)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, str(tmp))
+    tmp.replace(path)
+    atomic_write(save_dir / TRACKER, str(iteration))
     return path
 
 
-def latest(save_dir: str | Path) -> Path | None:
-    tracker = Path(save_dir) / "latest_checkpointed_iteration.txt"
-    if not tracker.is_file():
-        return None
-    it = int(tracker.read_text().strip())
-    return Path(save_dir) / f"iter_{it:07d}" / "mp_rank_00" / "model_optim_rng.pt"
-
-
 def load(path: str | Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: it holds an argparse Namespace
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)  # a Megatron file: it holds an argparse Namespace

@@ -1,0 +1,43 @@
+"""What every command group shares: the consoles, and one way to turn an error into a message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from typing import Callable
+
+from rich.console import Console
+from rich.markup import escape
+
+from glotta.core.errors import GlottaError
+
+console = Console(soft_wrap=True)  # messages whole: no wrapping in the middle of a path
+err = Console(stderr=True, soft_wrap=True)
+USAGE_ERROR = 2
+
+
+def fail(message: object) -> int:
+    err.print(f"[red]error:[/] {escape(str(message))}", highlight=False)
+    return USAGE_ERROR
+
+
+def handles_errors(*kinds: type[BaseException]) -> Callable:
+    """A command function that prints `GlottaError`, `OSError`, `ValueError` (and `kinds`) as `error: …`, exit 2."""
+    caught = (GlottaError, OSError, ValueError, *kinds)
+
+    def wrap(fn: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(fn)
+        def run(*args) -> int:  # (namespace) or (self, namespace)
+            try:
+                return fn(*args)
+            except caught as e:
+                return fail(e)
+
+        return run
+
+    return wrap
+
+
+def subcommands(parser: argparse.ArgumentParser, dest: str = "action"):
+    """Nested subcommands: `glotta GROUP ACTION --help` shows that action's options only."""
+    return parser.add_subparsers(dest=dest, required=True, metavar="ACTION")

@@ -1,0 +1,127 @@
+"""`glotta serve`: the REST + gRPC gateway in front of the embedded ONNX Runtime engine or a Triton server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from glotta.core.errors import GlottaError
+
+from .common import console, fail
+
+
+def _api_keys(a: argparse.Namespace) -> set[str]:
+    """Keys from --api-key, $GLOTTA_API_KEYS (comma-separated) and --api-key-file (one per line, # comments)."""
+    keys = set(a.api_key or [])
+    keys |= {k.strip() for k in os.environ.get("GLOTTA_API_KEYS", "").split(",") if k.strip()}
+    if a.api_key_file:
+        for line in Path(a.api_key_file).read_text().splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                keys.add(line.strip())
+    return keys
+
+
+def ports(base: int) -> tuple[int, int, int]:
+    """Triton's HTTP, gRPC and metrics ports: the base and the next two."""
+    return base, base + 1, base + 2
+
+
+def _engines(a: argparse.Namespace, dirs: list[Path]) -> list:
+    """One engine per model: embedded ONNX Runtime, or a Triton model of the same name."""
+    if a.engine == "onnx":
+        from glotta.server.engine.onnx_engine import load_engine
+
+        with console.status("loading models" + (" and deriving INT8 engines" if a.int8 else "")):
+            return [load_engine(d, int8=a.int8, threads=a.threads, max_batch=a.max_batch) for d in dirs]
+    from glotta.server.engine.triton_engine import TritonEngine
+
+    return [TritonEngine(a.triton_url, d) for d in dirs]
+
+
+def _serve(a: argparse.Namespace) -> int:
+    import uvicorn
+
+    from glotta.core.model_folder import resolve_model
+    from glotta.core.paths import model_repository
+    from glotta.server.app import create_app
+    from glotta.server.limits import Limits
+    from glotta.server.models import DEFAULT_MODELS, ModelSet
+    from glotta.server.templates.library import load_library
+    from glotta.server.triton.launcher import TritonServer
+
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    triton = None
+    try:
+        api_keys = _api_keys(a)
+        limits = Limits(max_body_bytes=a.max_body_bytes, max_inflight=a.max_inflight,
+                        queue_timeout_s=a.queue_timeout, request_timeout_s=a.request_timeout)
+        templates = load_library(*(a.templates or []))
+        dirs = [resolve_model(s) for s in (a.model or DEFAULT_MODELS)]
+        if a.triton_url:
+            a.engine = "triton"
+        elif a.engine == "triton":  # launch our own server on the repository, with just the served models
+            if a.int8:
+                console.print("[yellow]note:[/] --int8 is for the embedded engine; a Triton model's precision is "
+                              "the `precision` parameter of its config.pbtxt")
+            triton = TritonServer(model_repository(), [d.name for d in dirs], *ports(a.triton_base_port))
+            with console.status(f"starting tritonserver (log: {triton.log_path})"):
+                triton.start()
+            a.triton_url = triton.grpc_url
+        models = ModelSet(_engines(a, dirs), default=a.default_model)
+    except (GlottaError, OSError, ValueError) as e:
+        if triton is not None:
+            triton.stop()
+        return fail(e)
+    via = f" via Triton at {a.triton_url}" if a.engine == "triton" else ""
+    names = ", ".join(f"{e.name} ({e.precision})" for e in models.engines.values())
+    grpc = f", gRPC on :{a.grpc_port}" if a.grpc_port else ""
+    auth = f", {len(api_keys)} API key(s) required on /api and /v1" if api_keys else ""
+    console.print(f"serving {names}{via} on http://{a.host}:{a.port}{grpc} (default model: {models.default}){auth}")
+    try:
+        # SIGTERM: uvicorn stops accepting, lets in-flight requests finish for up to --drain-timeout, then the
+        # lifespan stops the engines.
+        uvicorn.run(create_app(models, a.grpc_port, a.host, templates, limits, api_keys), host=a.host, port=a.port,
+                    log_level=a.log_level, access_log=False, timeout_graceful_shutdown=a.drain_timeout)
+    finally:
+        if triton is not None:
+            triton.stop()
+    return 0
+
+
+def register(sub) -> None:
+    from glotta.server.limits import Limits
+
+    limits = Limits()  # the one place the limits' defaults are written
+    s = sub.add_parser("serve", help="run the REST gateway (PUT /api, /v1/completions, /metrics)")
+    s.add_argument("--model", action="append", help="model name in the repository, or a model folder (repeatable; "
+                   "default: the shipped fr and es models)")
+    s.add_argument("--default-model", help="model used when a request names none (default: the first)")
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    s.add_argument("--port", type=int, default=5000, help="REST port")
+    s.add_argument("--int8", action="store_true", help="serve INT8 engines (derived and cached at first use)")
+    s.add_argument("--threads", type=int, default=int(os.environ.get("GLOTTA_THREADS", "0")) or None,
+                   help="ONNX Runtime threads per model (default: all cores for fp32, half for INT8; "
+                   "$GLOTTA_THREADS)")
+    s.add_argument("--max-batch", type=int, default=64, help="rows in the running batch")
+    s.add_argument("--engine", choices=["onnx", "triton"], default="onnx",
+                   help="onnx: embedded ONNX Runtime; triton: start tritonserver on the repository and forward to it")
+    s.add_argument("--triton-url", help="use an external Triton (gRPC HOST:PORT) instead of starting one")
+    s.add_argument("--triton-base-port", type=int, default=8000, help="HTTP, gRPC and metrics ports of the "
+                   "launched Triton are this and the next two")
+    s.add_argument("--grpc-port", type=int, default=50051, help="glotta.v1 gRPC API port (0: off)")
+    s.add_argument("--templates", action="append", help="directory of your own prompt templates (repeatable)")
+    s.add_argument("--api-key", action="append", help="require `Authorization: Bearer KEY` (repeatable; also "
+                   "$GLOTTA_API_KEYS, comma-separated)")
+    s.add_argument("--api-key-file", help="file of API keys, one per line")
+    s.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes, help="larger bodies get 413")
+    s.add_argument("--max-inflight", type=int, default=limits.max_inflight,
+                   help="per model; beyond it 429 with Retry-After")
+    s.add_argument("--queue-timeout", type=float, default=limits.queue_timeout_s,
+                   help="seconds until the first token, else 504")
+    s.add_argument("--request-timeout", type=float, default=limits.request_timeout_s,
+                   help="seconds for a whole generation, else 504")
+    s.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM, seconds to let requests finish")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level")
+    s.set_defaults(func=_serve)

@@ -1,0 +1,70 @@
+"""The model's byte-level BPE tokenizer (Hugging Face `tokenizers`) and its special tokens, decided here only.
+
+Glotta models use GPT-2's one special token, `<|endoftext|>` (Megatron's EOD): it ends documents in training data,
+stops generation, pads prompts, and is FasterTransformer's / TensorRT-LLM's `end_id`. Its id depends on the
+vocabulary (0 for a tokenizer trained by Glotta, 50256 for GPT-2's), so it is always read from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+
+from .errors import invalid
+
+EOD_TOKEN = "<|endoftext|>"
+# Hugging Face tokenizers' file, and Megatron's GPT2BPETokenizer files (vocab + merges)
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+
+
+class Tokenizer:
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise invalid(f"{path}: no tokenizer.json (pass the folder that holds the model's tokenizer)", "tokenizer")
+        self.path = path
+        self._tok = HFTokenizer.from_file(str(path))
+        eod = self._tok.token_to_id(EOD_TOKEN)
+        if eod is None:
+            raise invalid(f"{path}: tokenizer has no {EOD_TOKEN} token", "tokenizer")
+        self.eod_id: int = eod
+        self.vocab_size: int = self._tok.get_vocab_size()
+        self._piece_cache: dict[int, str] = {}
+        # Token ids whose text holds a newline: Megatron hard-codes GPT-2's 198/628; ours depend on the vocabulary.
+        self.colon_id = self._single_id(":")
+        self.newline_ids = [i for i in range(self.vocab_size) if "\n" in self.piece(i)]
+
+    def _single_id(self, text: str) -> int | None:
+        ids = self._tok.encode(text, add_special_tokens=False).ids
+        return ids[0] if len(ids) == 1 else None
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: list[int], skip_special: bool = False) -> str:
+        return self._tok.decode(ids, skip_special_tokens=skip_special)
+
+    def piece(self, token_id: int) -> str:
+        """Text of one token on its own (may be U+FFFD when a character spans tokens)."""
+        p = self._piece_cache.get(token_id)
+        if p is None:
+            p = self._piece_cache[token_id] = self._tok.decode([token_id], skip_special_tokens=False)
+        return p
+
+
+def copy_tokenizer_files(src: str | Path, dst: str | Path, names: tuple[str, ...] = TOKENIZER_FILES) -> list[str]:
+    """Copy the tokenizer files `src` holds (of `names`) beside an exported model; returns the names copied."""
+    copied = []
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (Path(src) / name).is_file():
+            shutil.copy(Path(src) / name, Path(dst) / name)
+            copied.append(name)
+    return copied
