@@ -1,6 +1,7 @@
 # Two commands for a newcomer: `make serve` (the gateway on :5000 with the shipped fr/es models) and `make test`.
 PYTHON ?= python3
 PORT ?= 5000
+TEST_WORKERS ?= 2
 VENV ?= .venv
 BIN := $(VENV)/bin
 
@@ -23,7 +24,7 @@ serve: $(VENV)/.serve-deps
 	$(BIN)/glotta serve --port $(PORT)
 
 test: $(VENV)/.test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python benchmarks/serving_spine.py

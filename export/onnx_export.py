@@ -122,14 +122,13 @@ def hf_from_onnx(model_dir: str | Path):
     The dynamo exporter names initializers after the module's parameters (`m.transformer.h.0.attn.c_attn.weight`),
     so the shipped engine is also a checkpoint: baselines and fine-tuning start from exactly the served weights.
     """
-    import json
-
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    model_dir = Path(model_dir)
-    meta = json.loads((model_dir / "glotta.json").read_text())
-    eod = meta.get("eod_id", 0)
+    from glotta.core.model_folder import ModelFolder
+
+    folder = ModelFolder.open(model_dir)
+    meta, eod = folder.meta, folder.tokenizer().eod_id
     cfg = GPT2Config(
         vocab_size=meta["vocab_size"],
         n_positions=meta["n_positions"],
@@ -141,7 +140,7 @@ def hf_from_onnx(model_dir: str | Path):
         tie_word_embeddings=True,
     )
     model = GPT2LMHeadModel(cfg)
-    proto = onnx.load(str(model_dir / "1" / "model.onnx"))
+    proto = onnx.load(str(folder.onnx_path))
     state = {}
     for init in proto.graph.initializer:
         name = init.name.removeprefix("m.").removesuffix("_fp16")

@@ -20,8 +20,8 @@ from typing import Iterator
 import numpy as np
 
 from glotta.core.megatron.indexed import DatasetWriter
+from glotta.core.tokenizer import EOD_TOKEN
 
-EOD = "<|endoftext|>"
 _state: dict = {}
 
 
@@ -72,9 +72,9 @@ def _init(tokenizer_args: tuple, keys: list[str], append_eod: bool, threads: int
     if threads == 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker process
     tok = load_tokenizer(*tokenizer_args)
-    eod = tok.token_to_id(EOD)
+    eod = tok.token_to_id(EOD_TOKEN)
     if append_eod and eod is None:
-        raise ValueError(f"--append-eod: the vocabulary has no {EOD}")
+        raise ValueError(f"--append-eod: the vocabulary has no {EOD_TOKEN}")
     vocab_file, merge_file, tokenizer_json = tokenizer_args
     fast = load_fast(vocab_file, merge_file) if vocab_file and merge_file and not tokenizer_json else None
     encode = (lambda texts: [fast.encode_ordinary(t) for t in texts]) if fast else (
@@ -100,7 +100,7 @@ def _tokenize(chunk: list[tuple[str, int, bytes]]) -> tuple[dict, list[tuple[str
             bad.append((path, line_no, f"missing or non-string key {missing!r}"))
             continue
         for k in keys:
-            texts[k].append(record[k].replace(EOD, ""))
+            texts[k].append(record[k].replace(EOD_TOKEN, ""))
     out = {}
     for k in keys:
         encoded = _state["encode"](texts[k]) if texts[k] else []

@@ -15,21 +15,11 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from .convert import EOD, input_files
+from glotta.core.tokenizer import EOD_TOKEN
+
+from .convert import input_files
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-FILES = ("tokenizer.json", "vocab.json", "merges.txt")  # HF tokenizers' file, Megatron's GPT2BPETokenizer files
-
-
-def copy_files(src: str | Path, dst: str | Path, names: tuple[str, ...] = FILES) -> None:
-    """Copy the tokenizer files `src` holds (of `names`) beside an exported model."""
-    import shutil
-
-    for name in names:
-        if (Path(src) / name).is_file():
-            shutil.copy(Path(src) / name, Path(dst) / name)
-
-
 def _unit(text: str, salt: bytes) -> float:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8, key=salt).digest(), "little") / 2**64
 
@@ -72,7 +62,7 @@ def train_bpe(texts: list[str], vocab_size: int, out: Path, show_progress: bool 
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOD],
+        special_tokens=[EOD_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from glotta.core.model_folder import ModelFolder
 from glotta.core.paths import cache_dir
 
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
@@ -59,7 +60,7 @@ def cpu_models(repository: Path) -> list[str]:
     names = []
     for cfg in sorted(repository.glob("*/config.pbtxt")):
         text = cfg.read_text()
-        if re.search(r'backend:\s*"python"', text) and (cfg.parent / "glotta.json").exists():
+        if re.search(r'backend:\s*"python"', text) and ModelFolder.is_model(cfg.parent):
             names.append(cfg.parent.name)
     return names
 
