@@ -2,6 +2,7 @@
 
 import asyncio
 import copy
+import shutil
 
 import numpy as np
 import onnx
@@ -122,6 +123,7 @@ def test_hf_model_rebuilt_from_the_onnx_engine(tmp_path, test_model):
     meta = {"vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_embd": cfg.n_embd,
             "n_layer": cfg.n_layer, "n_head": cfg.n_head}
     (out / "glotta.json").write_text(__import__("json").dumps(meta))
+    shutil.copy(REPO / FR / "tokenizer.json", out / "tokenizer.json")  # the folder's EOD comes from its tokenizer
     rebuilt = hf_from_onnx(out)
     ids = torch.tensor([tok.encode("Le noyau Linux démarre")])
     with torch.no_grad():
