@@ -33,5 +33,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
 
 # `--engine triton` starts tritonserver on /models with the served models, waits for readiness, then runs the
 # gateway in front of it; extra arguments pick models, e.g. `--model glotta-fr-trtllm`.
-ENTRYPOINT ["glotta", "serve", "--engine", "triton", "--host", "0.0.0.0", "--port", "5000"]
+ENTRYPOINT ["glotta", "serve", "--engine", "triton", "--host", "0.0.0.0", "--port", "5000", "--triton-host", "0.0.0.0"]
 CMD []

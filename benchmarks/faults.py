@@ -26,7 +26,9 @@ from glotta.server.triton.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from serving_spine import PROMPTS, start_gateway  # noqa: E402
+from serving_spine import PROMPTS  # noqa: E402
+
+from glotta.clients.local_gateway import LocalGateway  # noqa: E402
 
 
 async def client(url: str, stop_at: float, tally: Counter, late: Counter, recover_from: float) -> None:
@@ -70,8 +72,8 @@ def stub_pids(server_pid: int) -> list[int]:
 async def run(a: argparse.Namespace) -> None:
     triton = TritonServer(ROOT / "model_repository", [a.model], 8600, 8601, 8602,
                           workdir=ROOT / "bench-results" / "faults").start()
-    gw = start_gateway(a.model, a.port, ["--triton-url", triton.grpc_url])
-    url = f"http://127.0.0.1:{a.port}"
+    gw = LocalGateway(["--model", a.model, "--log-level", "warning", "--triton-url", triton.grpc_url], port=a.port)
+    url = gw.url
     tally: Counter = Counter()
     late: Counter = Counter()
     t0 = time.monotonic()
@@ -94,8 +96,7 @@ async def run(a: argparse.Namespace) -> None:
         events.append(f"{time.monotonic() - t0:5.1f}s tritonserver ready again")
         await asyncio.gather(*load)
     finally:
-        gw.terminate()
-        gw.wait()
+        gw.stop()
         triton.stop()
     for e in events:
         print(e)

@@ -26,8 +26,9 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from rich.console import Console
 from rich.table import Table
-from serving_spine import PROMPTS, http_aggregate, start_gateway
+from serving_spine import PROMPTS, http_aggregate
 
+from glotta.clients.local_gateway import LocalGateway
 from glotta.server.triton.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +43,11 @@ async def direct_triton_latency(url: str, model: str, n: int, max_tokens: int) -
     out = []
     for i in range(n):
         tensors = []
-        for name, value, dtype in [("text_input", np.array([[PROMPTS[i % 8].encode()]], object), "BYTES"),
-                                   ("max_tokens", np.array([[max_tokens]], np.int32), "INT32"),
-                                   ("temperature", np.array([[0.0]], np.float32), "FP32"),
-                                   ("top_k", np.array([[1]], np.int32), "INT32"),
-                                   ("exclude_input_in_output", np.array([[True]]), "BOOL")]:
+        for name, value, dtype in [("text_input", np.array([PROMPTS[i % 8].encode()], object), "BYTES"),
+                                   ("max_tokens", np.array([max_tokens], np.int32), "INT32"),
+                                   ("temperature", np.array([0.0], np.float32), "FP32"),
+                                   ("top_k", np.array([1], np.int32), "INT32"),
+                                   ("exclude_input_in_output", np.array([True]), "BOOL")]:
             t = grpcclient.InferInput(name, list(value.shape), dtype)
             t.set_data_from_numpy(value)
             tensors.append(t)
@@ -99,15 +100,14 @@ def main() -> None:
     url = f"http://127.0.0.1:{a.port}"
 
     embedded: list[float] = []
-    proc = start_gateway(a.model, a.port, [])
+    gateway = LocalGateway(["--model", a.model, "--log-level", "warning"], port=a.port)
     try:
         asyncio.run(http_aggregate(url, a.model, 4, 1, 16))
         with console.status("embedded engine, 16 clients"):
             for _ in range(a.repeats):
                 embedded.append(asyncio.run(http_aggregate(url, a.model, 16, 3, a.new_tokens)))
     finally:
-        proc.terminate()
-        proc.wait()
+        gateway.stop()
 
     triton = TritonServer(ROOT / "model_repository", [a.model], 8400, 8401, 8402,
                           workdir=ROOT / "bench-results" / "triton").start()
@@ -115,7 +115,8 @@ def main() -> None:
     direct_ms: list[float] = []
     gateway_ms: list[float] = []
     try:
-        proc = start_gateway(a.model, a.port, ["--triton-url", triton.grpc_url])
+        gateway = LocalGateway(["--model", a.model, "--log-level", "warning", "--triton-url", triton.grpc_url],
+                               port=a.port)
         try:
             asyncio.run(http_aggregate(url, a.model, 4, 1, 16))
             with console.status("gateway → Triton, 16 clients"):
@@ -128,10 +129,10 @@ def main() -> None:
                         direct_triton_latency(triton.grpc_url, a.model, n, a.latency_tokens))]
                     gateway_ms += [x * 1e3 for x in gateway_latency(url, a.model, n, a.latency_tokens)]
         finally:
-            proc.terminate()
-            proc.wait()
+            gateway.stop()
     finally:
         triton.stop()
+    failover = failover_run(a)
 
     t = Table(title=f"{a.model}: 16 clients × {a.new_tokens} tokens, aggregate output tokens/s (median of {a.repeats})")
     for col in ("embedded engine", "gateway → Triton", "ratio (target ≥ 0.85)"):
@@ -146,6 +147,53 @@ def main() -> None:
         t2.add_row(label, *(f"{np.percentile(xs, q):.2f}" for q in (50, 90, 99)))
     t2.add_row("added by the gateway (target ≤ 2)", f"{np.median(gateway_ms) - np.median(direct_ms):.2f}", "", "")
     console.print(t2)
+    t3 = Table(title="failover: two replicas (127.0.0.1, 127.0.0.2), one SIGKILLed mid-load")
+    for col in ("requests", "in flight at the kill (both replicas)", "failed (503)", "requests after the kill",
+                "failed after"):
+        t3.add_column(col, justify="right")
+    t3.add_row(*(str(failover[k]) for k in ("requests", "in_flight", "failed", "after", "failed_after")))
+    console.print(t3)
+
+
+def failover_run(a: argparse.Namespace) -> dict:
+    """16 clients over two replicas (round-robin: about half the requests in flight sit on each); replica 2 is
+    killed (its whole process group) once load is steady. Only what it held may fail."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    replicas = [TritonServer(ROOT / "model_repository", [a.model], 8400, 8401, 8402, host=host,
+                             workdir=ROOT / "bench-results" / f"triton-{host}") for host in ("127.0.0.1", "127.0.0.2")]
+    for r in replicas:
+        r.start()
+    gateway = LocalGateway(["--model", a.model, "--log-level", "warning",
+                            *(x for r in replicas for x in ("--triton-url", r.grpc_url))], port=a.port)
+    body = {"prompts": ["Le noyau Linux"], "tokens_to_generate": 64, "top_k": 1}
+
+    def put(_) -> int:
+        return httpx.put(gateway.url + "/api", json=body, timeout=60).status_code
+
+    def held() -> int:
+        text = httpx.get("http://127.0.0.2:8402/metrics", timeout=5).text
+        return int(sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
+                       if x.startswith(("glotta_engine_running{", "glotta_engine_waiting{"))))
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            first = [pool.submit(put, i) for i in range(96)]
+            time.sleep(2.0)
+            in_flight = sum(not f.done() and f.running() for f in first)
+            os.killpg(replicas[1].proc.pid, signal.SIGKILL)
+            codes = [f.result() for f in first]
+            after = list(pool.map(put, range(48)))
+    finally:
+        gateway.stop()
+        for r in replicas:
+            r.stop()
+    return {"requests": len(codes), "failed": sum(c != 200 for c in codes), "in_flight": in_flight,
+            "after": len(after), "failed_after": sum(c != 200 for c in after)}
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
 from glotta.core.errors import GlottaError
@@ -28,6 +31,34 @@ def ports(base: int) -> tuple[int, int, int]:
     return base, base + 1, base + 2
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _uvicorn_server(config):
+    """uvicorn's server, but a stop signal (SIGTERM from systemd / docker stop / Kubernetes, SIGINT, SIGHUP) ends
+    `run()` normally after the drain instead of being re-raised, so the launcher's cleanup — stopping the Triton it
+    started — always runs."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+            if self._captured_signals:
+                logging.getLogger("glotta.server").info("stopped by %s",
+                                                        signal.Signals(self._captured_signals[-1]).name)
+
+    return Server(config)
+
+
 def _engines(a: argparse.Namespace, dirs: list[Path]) -> list:
     """One engine per model: embedded ONNX Runtime, or a Triton model of the same name."""
     if a.engine == "onnx":
@@ -49,7 +80,7 @@ def _serve(a: argparse.Namespace) -> int:
     from glotta.server.limits import Limits
     from glotta.server.models import DEFAULT_MODELS, ModelSet
     from glotta.server.templates.library import load_library
-    from glotta.server.triton.launcher import TritonServer
+    from glotta.server.triton.launcher import TritonLaunchError, TritonServer
 
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     triton = None
@@ -65,25 +96,28 @@ def _serve(a: argparse.Namespace) -> int:
             if a.int8:
                 console.print("[yellow]note:[/] --int8 is for the embedded engine; a Triton model's precision is "
                               "the `precision` parameter of its config.pbtxt")
-            triton = TritonServer(model_repository(), [d.name for d in dirs], *ports(a.triton_base_port))
-            with console.status(f"starting tritonserver (log: {triton.log_path})"):
+            triton = TritonServer(model_repository(), [d.name for d in dirs], *ports(a.triton_base_port),
+                                  host=a.triton_host)
+            console.print(f"starting tritonserver; its log: {triton.log_path}")
+            with console.status("waiting for tritonserver to be ready"):
                 triton.start()
-            a.triton_url = triton.grpc_url
+            a.triton_url = [triton.grpc_url]
         models = ModelSet(_engines(a, dirs), default=a.default_model)
-    except (GlottaError, OSError, ValueError) as e:
+    except (GlottaError, OSError, ValueError, TritonLaunchError) as e:
         if triton is not None:
             triton.stop()
         return fail(e)
-    via = f" via Triton at {a.triton_url}" if a.engine == "triton" else ""
+    via = f" via Triton at {', '.join(a.triton_url)}" if a.engine == "triton" else ""
     names = ", ".join(f"{e.name} ({e.precision})" for e in models.engines.values())
     grpc = f", gRPC on :{a.grpc_port}" if a.grpc_port else ""
     auth = f", {len(api_keys)} API key(s) required on /api and /v1" if api_keys else ""
     console.print(f"serving {names}{via} on http://{a.host}:{a.port}{grpc} (default model: {models.default}){auth}")
     try:
         # SIGTERM: uvicorn stops accepting, lets in-flight requests finish for up to --drain-timeout, then the
-        # lifespan stops the engines.
-        uvicorn.run(create_app(models, a.grpc_port, a.host, templates, limits, api_keys), host=a.host, port=a.port,
-                    log_level=a.log_level, access_log=False, timeout_graceful_shutdown=a.drain_timeout)
+        # lifespan stops the engines; then Triton stops (and, should this process die another way, its watchdog).
+        app = create_app(models, a.grpc_port, a.host, templates, limits, api_keys)
+        _uvicorn_server(uvicorn.Config(app, host=a.host, port=a.port, log_level=a.log_level, access_log=False,
+                                       timeout_graceful_shutdown=a.drain_timeout)).run()
     finally:
         if triton is not None:
             triton.stop()
@@ -107,9 +141,13 @@ def register(sub) -> None:
     s.add_argument("--max-batch", type=int, default=64, help="rows in the running batch")
     s.add_argument("--engine", choices=["onnx", "triton"], default="onnx",
                    help="onnx: embedded ONNX Runtime; triton: start tritonserver on the repository and forward to it")
-    s.add_argument("--triton-url", help="use an external Triton (gRPC HOST:PORT) instead of starting one")
+    s.add_argument("--triton-url", action="append", help="use external Triton replicas instead of starting one: gRPC "
+                   "HOST:PORT (repeat for several; requests spread round-robin over the ready ones), or "
+                   "dns:///NAME:PORT (a Kubernetes headless Service)")
     s.add_argument("--triton-base-port", type=int, default=8000, help="HTTP, gRPC and metrics ports of the "
                    "launched Triton are this and the next two")
+    s.add_argument("--triton-host", default="127.0.0.1", help="address the launched Triton's ports bind to "
+                   "(0.0.0.0 to open them to operators, as the Docker image does)")
     s.add_argument("--grpc-port", type=int, default=50051, help="glotta.v1 gRPC API port (0: off)")
     s.add_argument("--templates", action="append", help="directory of your own prompt templates (repeatable)")
     s.add_argument("--api-key", action="append", help="require `Authorization: Bearer KEY` (repeatable; also "

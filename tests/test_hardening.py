@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
@@ -97,6 +98,14 @@ def test_request_timeout_504_then_the_slot_is_free(tmp_path):
     try:
         r = httpx.post(gw.url + "/v1/completions", json={**LONG, "max_tokens": 500}, timeout=60)
         assert r.status_code == 504 and "request timeout (0.05 s)" in r.json()["error"]["message"]
+        from glotta.server.grpc_api import load_stubs
+
+        pb2, pb2_grpc = load_stubs()
+        with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:  # the same error, as gRPC sees it
+            with pytest.raises(grpc.RpcError) as e:
+                pb2_grpc.TextGenerationStub(channel).Generate(
+                    pb2.GenerateRequest(prompt="Le", max_tokens=500, temperature=0, ignore_eos=True), timeout=60)
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "request timeout" in e.value.details()
         assert httpx.put(gw.url + "/api", json={"prompts": ["Le"], "tokens_to_generate": 2}).status_code == 200
         deadline = time.time() + 10
         while _metric(gw.url, "glotta_running_requests") and time.time() < deadline:

@@ -68,7 +68,7 @@ def test_triton_grpc_streaming(triton):
     for name, value, dtype in [("text_input", [b"Le noyau"], "BYTES"), ("max_tokens", [6], "INT32"),
                                ("top_k", [1], "INT32"), ("stream", [True], "BOOL"),
                                ("exclude_input_in_output", [True], "BOOL")]:
-        arr = np.array([value], dtype={"BYTES": object, "INT32": np.int32, "BOOL": bool}[dtype])
+        arr = np.array(value, dtype={"BYTES": object, "INT32": np.int32, "BOOL": bool}[dtype])  # one row: no batch dim
         t = grpcclient.InferInput(name, list(arr.shape), dtype)
         t.set_data_from_numpy(arr)
         inputs.append(t)

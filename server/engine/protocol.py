@@ -1,14 +1,17 @@
 """The one engine protocol every backend implements (embedded ONNX Runtime; Triton in front of any of its models).
 
 The gateway only ever sees these types: handlers build a `GenerationRequest`, iterate the engine's async stream of
-`Chunk`s and shape the wire response. No handler branches on the kind of backend. Engines fail with `GlottaError` (kind INVALID
-for a request they cannot serve, UNAVAILABLE when the backend is down).
+`Chunk`s and shape the wire response. No handler branches on the kind of backend. Engines fail with `GlottaError`
+(kind INVALID for a request they cannot serve, UNAVAILABLE when the backend is down).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, AsyncIterator, Protocol, runtime_checkable
+
+from glotta.core.errors import invalid
 
 if TYPE_CHECKING:
     from glotta.core.tokenizer import Tokenizer
@@ -70,6 +73,37 @@ class Chunk:
     top_logprobs: list[dict[str, float]] | None = None
     finish_reason: str | None = None  # "length" | "stop" | "eod"
     prompt: PromptInfo | None = None
+
+
+SEED_MAX = 2**64 - 1  # seeds are unsigned 64-bit at every entry: /api, /v1, gRPC and Triton's UINT64 `seed`
+MAX_STOP_STRINGS = 16
+MAX_PROMPTS = 128  # per request, on /api and /v1
+MAX_TOP_LOGPROBS = 5
+
+
+def check_request(req: GenerationRequest) -> None:
+    """The limits every backend enforces alike — the embedded engine, the gateway's TritonEngine and the model inside
+    Triton all call this, so a request straight to Triton is refused exactly as through the gateway."""
+    s = req.sampling
+
+    def bounded(name: str, value: float, lo: float, hi: float) -> None:
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise invalid(f"{name} must be a number from {lo:g} to {hi:g}, not {value!r}", name)
+
+    if req.max_new_tokens < 0:
+        raise invalid(f"max_new_tokens must be an integer greater than or equal to 0, not {req.max_new_tokens}",
+                      "max_new_tokens")
+    bounded("temperature", s.temperature, 0.0, 100.0)
+    bounded("top_k", s.top_k, 0, 1000)
+    bounded("top_p", s.top_p, 0.0, 1.0)
+    bounded("top_p_decay", s.top_p_decay, 0.0, 1.0)
+    bounded("top_p_bound", s.top_p_bound, 0.0, 1.0)
+    if s.seed is not None and not 0 <= s.seed <= SEED_MAX:
+        raise invalid(f"seed must be an integer from 0 to 2**64 - 1, not {s.seed}", "seed")
+    if len(req.stop.stop_strings) > MAX_STOP_STRINGS:
+        raise invalid(f"at most {MAX_STOP_STRINGS} stop strings", "stop")
+    if not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
+        raise invalid(f"top log-probs must be from 0 to {MAX_TOP_LOGPROBS}, not {req.top_logprobs}", "logprobs")
 
 
 @runtime_checkable

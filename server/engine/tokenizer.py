@@ -6,7 +6,7 @@ from __future__ import annotations
 from glotta.core.errors import invalid
 from glotta.core.tokenizer import Tokenizer
 
-from .protocol import GenerationRequest
+from .protocol import GenerationRequest, check_request
 
 
 class IncrementalDetokenizer:
@@ -44,6 +44,7 @@ class IncrementalDetokenizer:
 
 def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
     """Prompt token ids, or the error (with the field to blame) that every backend answers alike."""
+    check_request(req)
     for text, field in [(req.prompt, "prompt"), *((s, "stop") for s in req.stop.stop_strings)]:
         try:
             text.encode("utf-8")

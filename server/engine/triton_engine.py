@@ -8,6 +8,8 @@ TensorRT-LLM ensemble or the FasterTransformer ensemble: optional inputs are sen
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -25,13 +27,39 @@ from .protocol import Chunk, GenerationRequest
 from .tokenizer import encode_prompt
 
 log = logging.getLogger("glotta.engine.triton")
+# Several replicas: gRPC's own client-side load balancing spreads the calls round-robin over the ready ones, and its
+# health checking (grpc.health.v1, which Triton serves) takes a replica out while it says it is not serving.
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+
+
+def grpc_target(urls: str | list[str]) -> str:
+    """One gRPC target for one or several Triton endpoints: `host:port`, a list of them (a static `ipv4:` / `ipv6:`
+    address list, or `dns:` names), or a resolver URI such as `dns:///triton-headless:8001` (a Kubernetes headless
+    Service: one address per Triton pod)."""
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    if len(urls) == 1:
+        return urls[0]
+    if any("://" in u or u.startswith(("dns:", "ipv4:", "ipv6:", "unix:")) for u in urls):
+        raise ValueError(f"several Triton endpoints must be plain HOST:PORT addresses, not {urls}")
+    hosts = [u.rsplit(":", 1)[0] for u in urls]
+    if all(_is_ipv4(h) for h in hosts):
+        return "ipv4:" + ",".join(urls)
+    raise ValueError(f"several Triton endpoints must be IPv4 addresses (or one dns:/// name resolving to all): {urls}")
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv4Address)
+    except ValueError:
+        return False
 
 
 class TritonEngine:
-    def __init__(self, url: str, model_dir: str | Path, name: str | None = None, poll_s: float = 1.0) -> None:
+    def __init__(self, url: str | list[str], model_dir: str | Path, name: str | None = None,
+                 poll_s: float = 1.0) -> None:
         folder = ModelFolder.open(model_dir)
         self.name = name or folder.name
-        self.url = url
+        self.url = grpc_target(url)
         self.tokenizer = folder.tokenizer()
         self.max_context = folder.max_context
         self.precision = "triton"
@@ -40,12 +68,18 @@ class TritonEngine:
         self._inputs: set[str] = set()
         self._outputs: list[str] = []
         self._decoupled = True
+        self._batch_dim = False
         self._ready = False
         self._inflight = 0
+        self._waiting = 0
         self._watch: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._client = grpcclient.InferenceServerClient(self.url)
+        options = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
+                   ("grpc.service_config", SERVICE_CONFIG), ("grpc.keepalive_time_ms", 10_000),
+                   ("grpc.keepalive_timeout_ms", 5_000), ("grpc.initial_reconnect_backoff_ms", 500),
+                   ("grpc.max_reconnect_backoff_ms", 2_000)]
+        self._client = grpcclient.InferenceServerClient(self.url, channel_args=options)
         await self._check()
         self._watch = asyncio.create_task(self._watch_loop())
 
@@ -59,7 +93,8 @@ class TritonEngine:
         return self._ready
 
     def stats(self) -> dict[str, int]:
-        return {"waiting": 0, "running": self._inflight}
+        """`waiting`: sent to Triton, no token back yet (queued there) — the queue depth autoscaling reads."""
+        return {"waiting": self._waiting, "running": self._inflight - self._waiting}
 
     def token_strings(self, token_ids: list[int]) -> list[str]:
         return [self.tokenizer.piece(t) for t in token_ids]
@@ -79,6 +114,7 @@ class TritonEngine:
                 config = await self._client.get_model_config(self.name, as_json=True, client_timeout=2)
                 policy = config["config"].get("model_transaction_policy", {})
                 self._decoupled = bool(policy.get("decoupled", False))
+                self._batch_dim = int(config["config"].get("max_batch_size", 0)) > 0
                 log.info("triton model %s ready at %s", self.name, self.url)
             self._ready = bool(ready)
         except (InferenceServerException, grpc.RpcError, OSError) as e:
@@ -93,7 +129,7 @@ class TritonEngine:
 
     def _tensors(self, req: GenerationRequest) -> list[grpcclient.InferInput]:
         try:
-            arrays = request_to_arrays(req, self._inputs, self._decoupled)
+            arrays = request_to_arrays(req, self._inputs, self._decoupled, self._batch_dim)
         except GlottaError as e:
             raise GlottaError(e.kind, f"model {self.name}: {e.message}", e.param) from None
         tensors = []
@@ -128,9 +164,12 @@ class TritonEngine:
 
         responses = self._client.stream_infer(requests())
         self._inflight += 1
-        first = True
+        self._waiting += 1
+        queued, first = True, True
         try:
             async for result, error in responses:
+                if queued:
+                    self._waiting, queued = self._waiting - 1, False
                 if error is not None:  # requests are validated here first: what Triton refuses is its own trouble
                     raise unavailable(f"Triton: {error.message()}")
                 chunk = self._chunk(result, first, prompt_ids, wanted)
@@ -141,11 +180,12 @@ class TritonEngine:
                 if chunk.finish_reason:
                     return
             raise unavailable(f"Triton closed the stream for {self.name} before the end")
-        except grpc.aio.AioRpcError as e:
-            self._ready = False
-            raise unavailable(f"Triton at {self.url}: {e.code().name}") from e
+        except grpc.aio.AioRpcError as e:  # this request's replica failed; the watch loop decides about readiness
+            raise unavailable(f"Triton at {self.url}: {e.code().name} {e.details() or ''}".rstrip()) from e
         finally:
             self._inflight -= 1
+            if queued:
+                self._waiting -= 1
             done.set()
             responses.cancel()  # a client that went away cancels the request in Triton too
 

@@ -123,9 +123,11 @@ def _value(req: GenerationRequest, name: str):
 DEFAULTS = {name: _value(_DEFAULT_REQUEST, name) for name in _FIELDS} | {"exclude_input_in_output": False}
 
 
-def request_to_arrays(req: GenerationRequest, accepted: set[str], decoupled: bool) -> dict[str, np.ndarray]:
-    """Input arrays ([1, n]: a batch of one) for a model that declares `accepted`: the required ones, and each
-    optional one only when it differs from the default (fewer tensors to build, send and parse per request)."""
+def request_to_arrays(req: GenerationRequest, accepted: set[str], decoupled: bool,
+                      batch_dim: bool = False) -> dict[str, np.ndarray]:
+    """Input arrays for a model that declares `accepted`: the required ones, and each optional one only when it
+    differs from the default (fewer tensors to build, send and parse per request). `batch_dim` ([1, n], a batch of
+    one) for models with a batch dimension (the GPU ensembles); the CPU model takes one row ([n])."""
     values = {name: _value(req, name) for name in _FIELDS}
     values["stream"] = req.stream and decoupled
     values["exclude_input_in_output"] = True
@@ -140,7 +142,8 @@ def request_to_arrays(req: GenerationRequest, accepted: set[str], decoupled: boo
         items = list(v) if isinstance(v, tuple) else [v]
         if ALL_INPUTS[name][0] == "BYTES":
             items = [s.encode("utf-8") for s in items]
-        arrays[name] = np.asarray(items, dtype=ALL_INPUTS[name][1]).reshape(1, -1)
+        arr = np.asarray(items, dtype=ALL_INPUTS[name][1])
+        arrays[name] = arr.reshape(1, -1) if batch_dim else arr.reshape(-1)
     return arrays
 
 
@@ -173,7 +176,8 @@ def request_from_arrays(get: Callable[[str], np.ndarray | None]) -> tuple[Genera
 
 def response_to_arrays(wanted: set[str], text: str, ids: list[int], logprobs: list[float] | None, tops: list | None,
                        finish: str | None, prompt: PromptInfo | None = None) -> dict[str, np.ndarray]:
-    """One response's output arrays; only those the client asked for (each one costs serialization per token)."""
+    """One response's output arrays (one row: no batch dimension); only those the client asked for (each one costs
+    serialization per token)."""
     values = {
         "text_output": lambda: [text.encode("utf-8")],
         "output_ids": lambda: ids,
@@ -187,7 +191,7 @@ def response_to_arrays(wanted: set[str], text: str, ids: list[int], logprobs: li
             "prompt_log_probs": lambda: prompt.logprobs or [],
             "prompt_top_log_probs": lambda: [json.dumps(t).encode() for t in (prompt.top_logprobs or [])],
         }
-    return {name: np.asarray(make(), dtype=ALL_OUTPUTS[name][1]).reshape(1, -1)
+    return {name: np.asarray(make(), dtype=ALL_OUTPUTS[name][1]).reshape(-1)
             for name, make in values.items() if not wanted or name in wanted}
 
 

@@ -1,4 +1,6 @@
-"""Start, watch and stop a real `tritonserver` on the model repository.
+"""Start, watch and stop a real `tritonserver` on the model repository — and own it: whatever way the launcher ends,
+tritonserver and its Python-backend stubs end too (see watchdog.py), and a port held by another server is an error,
+never an attachment.
 
 On a CPU machine the binary is the one the `nvidia-pytriton` wheel ships (Triton 2.51 with the Python backend); in the
 NGC image it is `/opt/tritonserver/bin/tritonserver`. Three things make the wheel's server run the Python backend
@@ -13,15 +15,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
-import signal
+import socket
 import subprocess
 import sys
 import sysconfig
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,7 +32,11 @@ import httpx
 from glotta.core.model_folder import ModelFolder
 from glotta.core.paths import cache_dir
 
+from .watchdog import group_alive, stop_group
+
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
+STOP_GRACE_S = 15.0  # tritonserver's own --exit-timeout-secs is 10: it gets the chance to finish first
+log = logging.getLogger("glotta.triton")
 
 
 class TritonLaunchError(RuntimeError):
@@ -73,23 +80,25 @@ class TritonServer:
     grpc_port: int = 8001
     metrics_port: int = 8002
     workdir: Path | None = None
+    host: str = "127.0.0.1"  # the address every port binds to (a replica per loopback address in the tests)
+    log_path: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).resolve()
         self.workdir = Path(self.workdir or cache_dir() / "triton")
+        # one log per launched instance: two gateways never write into each other's log
+        self.log_path = Path(self.log_path or self.workdir / "logs" /
+                             f"tritonserver-{self.host}-{self.http_port}-{time.strftime('%Y%m%d-%H%M%S')}.log")
         self.proc: subprocess.Popen | None = None
+        self._watchdog: subprocess.Popen | None = None
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "tritonserver.log"
+        return f"http://{self.host}:{self.http_port}"
 
     def _backend_dir(self, binary: Path) -> Path:
         if binary == NGC_BINARY:
@@ -115,8 +124,11 @@ class TritonServer:
             f"--backend-directory={self._backend_dir(binary)}",
             "--model-control-mode=explicit",
             *(f"--load-model={m}" for m in self.models),
+            f"--http-address={self.host}",
             f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--exit-timeout-secs=10",
@@ -130,13 +142,36 @@ class TritonServer:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return cmd, env
 
+    def check_ports(self) -> None:
+        """Refuse ports another process holds: attaching to someone else's Triton would serve its models, then lose
+        them when it goes away."""
+        for port in (self.http_port, self.grpc_port, self.metrics_port):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((self.host, port))
+                except OSError:
+                    raise TritonLaunchError(
+                        f"port {self.host}:{port} is in use (another tritonserver?): pick other ports (--triton-base-port)"
+                        f", or pass --triton-url {self.host}:{self.grpc_port} to use the server that holds them"
+                    ) from None
+
     def start(self, timeout: float = 180.0, detach: bool = False) -> "TritonServer":
+        """Start in a process group of its own; unless `detach`, a watchdog ends that group if this process dies."""
         if not self.models:
             raise TritonLaunchError(f"no model of {self.repository} can run on this machine")
+        self.check_ports()
         cmd, env = self.command()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        log.info("tritonserver pid %d started; log %s", self.proc.pid, self.log_path)
+        if not detach:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "glotta.server.triton.watchdog", str(os.getpid()), str(self.proc.pid),
+                 str(STOP_GRACE_S), str(self.log_path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.wait_ready(timeout)
         if detach:
             state = {**asdict(self), "pid": self.proc.pid}
@@ -148,6 +183,7 @@ class TritonServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                self.stop()  # stubs it started may still run
                 raise TritonLaunchError(f"tritonserver exited with {self.proc.returncode}; see {self.log_path}:\n"
                                         + self._log_tail())
             if self.ready():
@@ -168,15 +204,19 @@ class TritonServer:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """End tritonserver and every stub of its group: SIGTERM, then SIGKILL after `grace` seconds."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        pid = self.proc.pid
+        if group_alive(pid):
+            how = stop_group(pid, grace, reap=self.proc.poll)
+            log.info("tritonserver pid %d and its stubs: %s; ports %d, %d, %d free", pid, how, self.http_port,
+                     self.grpc_port, self.metrics_port)
+        self.proc.poll()
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            self._watchdog.kill()
+            self._watchdog.wait()
 
 
 def detached_state(workdir: Path | None = None) -> dict | None:
@@ -188,9 +228,6 @@ def stop_detached(workdir: Path | None = None) -> bool:
     state = detached_state(workdir)
     if state is None:
         return False
-    try:
-        os.killpg(state["pid"], signal.SIGTERM)
-    except ProcessLookupError:
-        pass
+    stop_group(state["pid"], STOP_GRACE_S)
     (Path(state["workdir"]) / "server.json").unlink(missing_ok=True)
     return True

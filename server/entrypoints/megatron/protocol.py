@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from glotta.core.errors import invalid
 
-MAX_PROMPTS = 128
+from ...engine.protocol import MAX_PROMPTS, SEED_MAX
 
 
 def _is_int(v: Any) -> bool:
@@ -96,6 +96,8 @@ def _validate_in_megatron_order(d: Any) -> None:  # noqa: C901 - one flat list o
         fail("random_seed must be integer", "random_seed")
     if seed < 0 and seed != -1:
         fail("random_seed must be a positive integer", "random_seed")
+    if seed > SEED_MAX:  # not Megatron's (its torch seed is 64-bit too): seeds are unsigned 64-bit everywhere here
+        fail("random_seed must be less than 2**64", "random_seed")
     if "model" in d and not isinstance(d["model"], str):
         fail("model must be a string", "model")
 
@@ -117,7 +119,7 @@ class MegatronRequest(BaseModel):
     stop_on_double_eol: bool = False
     stop_on_eol: bool = False
     prevent_newline_after_colon: bool = False
-    random_seed: int = Field(-1, ge=-1, description="-1 = not reproducible")
+    random_seed: int = Field(-1, ge=-1, le=SEED_MAX, description="-1 = not reproducible")
     no_log: bool = False
     model: str | None = Field(None, description="Glotta extension: which served model (default: the server's)")
 

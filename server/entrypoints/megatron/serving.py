@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from ...engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
+from ...engine.protocol import SEED_MAX, Engine, GenerationRequest, SamplingParams, StopConditions
 from ...generation import collect, gather_all
 from .protocol import MegatronRequest, MegatronResponse
 
 
 def to_engine_request(req: MegatronRequest, prompt: str, index: int) -> GenerationRequest:
-    seed = None if req.random_seed == -1 else req.random_seed + index  # reproducible per prompt, batch or not
+    # reproducible per prompt, batch or not; wraps within the unsigned 64-bit range
+    seed = None if req.random_seed == -1 else (req.random_seed + index) % (SEED_MAX + 1)
     return GenerationRequest(
         prompt=prompt,
         max_new_tokens=req.tokens_to_generate,

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MAX_PROMPTS = 128
-MAX_STOP = 16
+from ...engine.protocol import MAX_PROMPTS, SEED_MAX
+from ...engine.protocol import MAX_STOP_STRINGS as MAX_STOP
 
 
 class StreamOptions(BaseModel):
@@ -25,7 +25,7 @@ class CompletionRequest(BaseModel):
     top_p: float | None = Field(1.0, gt=0.0, le=1.0)
     top_k: int | None = Field(0, ge=0, le=1000, description="0 = off, 1 = greedy")
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="unsigned 64-bit")
     logprobs: int | None = Field(None, ge=0, le=5, description="Log-probs of the n most likely tokens too")
     echo: bool = False
     n: int = Field(1, ge=1, le=1, description="Only 1 completion per prompt")

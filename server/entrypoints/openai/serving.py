@@ -16,7 +16,7 @@ from typing import AsyncIterator
 
 from glotta.core.errors import ErrorKind, GlottaError
 
-from ...engine.protocol import Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
+from ...engine.protocol import SEED_MAX, Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
 from ...errors import body as error_body
 from ...generation import collect, gather_all, stream
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
@@ -35,7 +35,7 @@ def to_engine_request(req: CompletionRequest, prompt: str, index: int) -> Genera
             temperature=temperature,
             top_k=req.top_k or 0,
             top_p=0.0 if req.top_p in (None, 1.0) else req.top_p,  # OpenAI's 1.0 means "no nucleus"
-            seed=None if req.seed is None else req.seed + index,
+            seed=None if req.seed is None else (req.seed + index) % (SEED_MAX + 1),
         ),
         stop=StopConditions(stop_on_eod=not req.ignore_eos, stop_strings=req.stop_strings),
         logprobs=want_logprobs,

@@ -36,9 +36,10 @@ def render_cpu_config(name: str, precision: str = "fp32", threads: int = 0, max_
 # engine.
 name: "{name}"
 backend: "python"
-max_batch_size: {max_batch}
-# Decoupled: one request, many responses (token streaming). The engine batches continuously by itself, so Triton's
-# dynamic batcher is left off.
+# One row per request (no batch dimension): the engine batches continuously across requests by itself, so Triton's
+# batching is left off, and a request of several rows is refused by Triton's shape check instead of half-answered.
+max_batch_size: 0
+# Decoupled: one request, many responses (token streaming).
 model_transaction_policy {{
   decoupled: true
 }}
