@@ -11,6 +11,7 @@ from . import errors, metrics
 from .entrypoints import health
 from .entrypoints.megatron.api_router import router as megatron_router
 from .entrypoints.openai.api_router import router as openai_router
+from .entrypoints.playground.api_router import router as playground_router
 from .entrypoints.templates.api_router import router as templates_router
 from .limits import Limits
 from .middleware import GatewayMiddleware
@@ -56,5 +57,6 @@ def create_app(models: ModelSet, grpc_port: int | None = None, grpc_host: str = 
     app.include_router(openai_router)
     app.include_router(templates_router)
     app.include_router(health.router)
+    app.include_router(playground_router)
     app.add_middleware(GatewayMiddleware, api_keys=api_keys, max_body_bytes=limits.max_body_bytes)
     return app

@@ -2,7 +2,8 @@
 
 Pure ASGI (no response buffering), so SSE streams pass straight through.
 - Every response carries `X-Request-Id` (the client's, or a new one), and one JSON log line per request names it.
-- With API keys set, `/api` and `/v1/*` need `Authorization: Bearer KEY`; health, metrics and the docs stay open. Keys
+- With API keys set, `/api` and `/v1/*` need `Authorization: Bearer KEY`; health, metrics, the docs and the
+  playground page stay open (the page sends the key it is given). Keys
   are compared as SHA-256 digests with `hmac.compare_digest` and never logged; a 401 does not say what was wrong.
 - Bodies over the limit get 413, from Content-Length or counted while reading. Before answering, the rest of the body
   is read and discarded up to a bound (as nginx's lingering close does), then the connection closes: a client that
@@ -26,7 +27,7 @@ from glotta.core.errors import ErrorKind, GlottaError
 from . import errors, metrics
 
 log = logging.getLogger("glotta.access")
-OPEN_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/redoc")
+OPEN_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/redoc", "/playground")
 LINGER_BYTES = 64 * 1024 * 1024  # at most this much of an oversized body is read and discarded before the 413
 LINGER_S = 5.0
 COUNTED = ("/api", "/v1/completions")
@@ -72,7 +73,7 @@ class GatewayMiddleware:
             await send(message)
 
         try:
-            if self._keys and not path.startswith(OPEN_PREFIXES) and not self._authorized(headers):
+            if self._keys and path != "/" and not path.startswith(OPEN_PREFIXES) and not self._authorized(headers):
                 return await self._reject(path, send_wrapper, GlottaError(ErrorKind.UNAUTHORIZED, "Unauthorized"))
             length = headers.get(b"content-length", b"")
             if length.isdigit() and int(length) > self.max_body:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,16 @@ from glotta.core.net import free_port, free_port_block  # noqa: F401 - re-export
 ROOT = Path(__file__).resolve().parents[1]
 REPO = ROOT / "model_repository"
 FR, ES = "glotta-fr-tiny", "glotta-es-tiny"
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; its last answer."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return bool(predicate())
 
 
 class Gateway(LocalGateway):

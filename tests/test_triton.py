@@ -6,7 +6,6 @@ import queue
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -23,6 +22,7 @@ from glotta.server.triton.config_writers.cpu import MODEL_PY, render_cpu_config
 from glotta.server.triton.launcher import TritonServer
 
 from .conftest import ES, FR, REPO, Gateway, free_port, free_port_block
+from .conftest import wait_for as _wait_for
 
 PROMPTS = ["Il était une fois une tortue qui vivait dans ", "Pour installer un paquet, utilisez la commande", "Le"]
 
@@ -135,15 +135,6 @@ def _cancel_mid_stream(gateway_url: str) -> None:
         got = [next(lines) for _ in range(4)]  # two events and their blank separators
         assert got[0].startswith("data: ")
     # leaving the block closes the connection mid-stream
-
-
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_client_disconnect_cancels_in_the_embedded_engine(gateway):

@@ -25,6 +25,7 @@ from glotta.server.triton.launcher import TritonLaunchError, TritonServer
 from glotta.server.triton.watchdog import stop_group
 
 from .conftest import FR, REPO, Gateway
+from .conftest import wait_for as _wait
 
 ENV = {**os.environ, "GLOTTA_MODEL_REPOSITORY": str(REPO)}
 
@@ -45,15 +46,6 @@ def _tritonserver_of(http_port: int) -> psutil.Process | None:
         if p.info["cmdline"] and f"--http-port={http_port}" in p.info["cmdline"]:
             return p
     return None
-
-
-def _wait(cond, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return cond()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])

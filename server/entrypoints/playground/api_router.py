@@ -1,0 +1,23 @@
+"""The playground: one self-contained page (no CDN, nothing fetched from outside) that the gateway serves itself,
+built on the public API only (/v1/models, /v1/completions with SSE, /v1/templates)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+router = APIRouter(tags=["playground"])
+PAGE = files(__package__).joinpath("playground.html")
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    return RedirectResponse("/playground", status_code=307)
+
+
+@router.get("/playground", response_class=HTMLResponse)
+async def playground() -> HTMLResponse:
+    """Try the served models and the few-shot templates in a browser: streamed text coloured by token probability."""
+    return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})

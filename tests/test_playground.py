@@ -1,0 +1,144 @@
+"""The playground page in a real headless browser (Debian's chromium driven by Playwright): generate streams, stop
+cancels on the server, a template run shows its answer and scores, API errors read as plain words. A screenshot of
+each state is written under the test's temporary folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import httpx
+import pytest
+
+from .conftest import wait_for
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"),
+                                reason="Debian's chromium (`.ci/run` installs it)")
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "chromium is required in CI"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(url + "/")  # `/` redirects to the playground
+    assert page.url.endswith("/playground")
+    page.wait_for_function("document.querySelectorAll('[data-testid=model] option').length > 0")
+    return page
+
+
+def _metric(url: str, name: str) -> float:
+    text = httpx.get(url + "/metrics").text
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+
+
+def test_generate_streams_coloured_tokens_after_the_prompt(browser, gateway, tmp_path):
+    page = _page(browser, gateway.url)
+    assert page.locator("[data-testid=model] option").count() == 2  # both shipped models
+    for model, prompt in (("glotta-fr-tiny", "Le noyau Linux "), ("glotta-es-tiny", "El sistema ")):
+        page.select_option("[data-testid=model]", model)
+        page.fill("[data-testid=prompt]", prompt)
+        page.fill("[data-testid=max-tokens]", "24")
+        page.fill("[data-testid=temperature]", "0")
+        page.click("[data-testid=generate]")
+        page.wait_for_function("!document.querySelector('[data-testid=generate]').disabled")
+        output = page.locator("[data-testid=output]")
+        assert output.inner_text().startswith(prompt)
+        tokens = output.locator(".tok")
+        assert tokens.count() > 3 and output.inner_text() != prompt
+        probs = [float(p) for p in tokens.evaluate_all("els => els.map(e => e.dataset.prob)")]
+        assert all(0 < p <= 1 for p in probs)
+        assert "%" in tokens.first.get_attribute("data-alternatives")  # the hover shows probabilities
+        page.screenshot(path=str(tmp_path / f"generate-{model}.png"))
+    greedy = httpx.post(gateway.url + "/v1/completions", json={"model": "glotta-es-tiny", "prompt": "El sistema ",
+                                                               "max_tokens": 24, "temperature": 0}).json()
+    assert page.locator("[data-testid=output]").inner_text() == "El sistema " + greedy["choices"][0]["text"]
+
+
+def test_stop_cancels_the_generation_on_the_server(browser, gateway, tmp_path):
+    page = _page(browser, gateway.url)
+    before = _metric(gateway.url, "glotta_cancelled_requests_total")
+    page.fill("[data-testid=max-tokens]", "480")
+    page.fill("[data-testid=prompt]", "Le")
+    page.click("[data-testid=generate]")
+    page.wait_for_function("document.querySelectorAll('[data-testid=output] .tok').length > 2")
+    page.click("[data-testid=stop]")
+    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.startsWith('stopped')")
+    page.screenshot(path=str(tmp_path / "stopped.png"))
+    assert wait_for(lambda: _metric(gateway.url, "glotta_cancelled_requests_total") > before, 20)
+
+
+def test_template_run_shows_answer_prompt_and_scores(browser, gateway, tmp_path):
+    page = _page(browser, gateway.url)
+    page.select_option("[data-testid=template]", "sentiment-fr")
+    page.fill("[data-testid=input-text]", "Un film magnifique, je l'ai adoré.")
+    page.fill("[data-testid=k]", "2")
+    page.select_option("[data-testid=mode]", "score")
+    page.click("[data-testid=run-template]")
+    page.wait_for_function("document.querySelector('[data-testid=template-answer]').textContent.length > 0")
+    answer = page.locator("[data-testid=template-answer]").inner_text()
+    bars = page.locator("[data-testid=template-scores] .bar")
+    labels = bars.evaluate_all("els => els.map(e => e.dataset.label)")
+    assert bars.count() >= 2 and any(label in answer for label in labels)
+    assert "Un film magnifique" in page.locator("[data-testid=template-prompt]").text_content()
+    page.screenshot(path=str(tmp_path / "template.png"))
+    page.select_option("[data-testid=template]", "nli-fr")  # other inputs, one field each
+    assert page.locator("[data-testid=input-premise]").count() == 1
+    assert page.locator("[data-testid=input-hypothesis]").count() == 1
+
+
+def test_api_errors_read_as_plain_words(browser, gateway, tmp_path):
+    page = _page(browser, gateway.url)
+    page.fill("[data-testid=max-tokens]", "100000")
+    page.click("[data-testid=generate]")
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    text = error.inner_text()
+    assert text.startswith("The request was refused") and "longer than allowed" in text and "max_tokens" in text
+    page.screenshot(path=str(tmp_path / "error.png"))
+
+
+def test_api_key_is_sent_from_session_storage(browser, tmp_path):
+    from .conftest import FR, REPO, Gateway
+
+    gw = Gateway(["--model", FR, "--threads", "1", "--api-key", "s3cret"], tmp_path / "serve.log",
+                 env={"GLOTTA_MODEL_REPOSITORY": str(REPO)})
+    try:
+        page = browser.new_page()
+        page.goto(gw.url + "/playground")  # the page itself is open; the API is not
+        page.locator("[data-testid=error]").wait_for(state="visible")
+        assert "needs an API key" in page.locator("[data-testid=error]").inner_text()
+        page.fill("[data-testid=api-key]", "s3cret")
+        page.dispatch_event("[data-testid=api-key]", "change")
+        page.wait_for_function("document.querySelectorAll('[data-testid=model] option').length > 0")
+        assert page.evaluate("sessionStorage.getItem('glotta-api-key')") == "s3cret"
+        page.fill("[data-testid=max-tokens]", "4")
+        page.click("[data-testid=generate]")
+        page.wait_for_function("document.querySelectorAll('[data-testid=output] .tok').length > 0")
+        assert not page.locator("[data-testid=error]").is_visible()
+    finally:
+        gw.stop()
+
+
+def test_works_through_triton(browser, triton_gateway, tmp_path):
+    page = _page(browser, triton_gateway.url)
+    page.fill("[data-testid=max-tokens]", "16")
+    page.fill("[data-testid=temperature]", "0")
+    page.fill("[data-testid=prompt]", "Le noyau ")
+    page.click("[data-testid=generate]")
+    page.wait_for_function("!document.querySelector('[data-testid=generate]').disabled")
+    assert page.locator("[data-testid=output] .tok").count() > 2
+    assert "triton" in page.locator("[data-testid=model]").inner_text()
+    page.screenshot(path=str(tmp_path / "triton.png"))
