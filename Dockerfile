@@ -20,9 +20,14 @@ COPY export ./export
 COPY training ./training
 COPY loadtests ./loadtests
 COPY cli ./cli
-# Serving extras only (no torch); the gRPC stubs are compiled now, not at the first request.
-RUN python3 -m pip install --no-cache-dir . \
-    && python3 -c "from glotta.server.grpc_api import load_stubs; load_stubs()"
+# The image's own Python packages stay exactly as NVIDIA built them (TensorRT-LLM's transformers refuses another
+# tokenizers; its convert_checkpoint.py and trtllm-build need them): the gateway gets a virtual environment of its
+# own with its serving dependencies (no torch), and the image's Python gets only Glotta's code (--no-deps), which the
+# pre/post-processing models running inside Triton's Python backend import. The gRPC stubs are compiled now.
+RUN python3 -m venv /opt/glotta/venv \
+    && /opt/glotta/venv/bin/pip install --no-cache-dir . \
+    && /opt/glotta/venv/bin/python -c "from glotta.server.grpc_api import load_stubs; load_stubs()" \
+    && python3 -m pip install --no-cache-dir --no-deps .
 
 # Converted engines are mounted over the *-engine folders (see README, "Deploy on DGX").
 COPY model_repository /models
@@ -33,5 +38,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
 
 # `--engine triton` starts tritonserver on /models with the served models, waits for readiness, then runs the
 # gateway in front of it; extra arguments pick models, e.g. `--model glotta-fr-trtllm`.
-ENTRYPOINT ["glotta", "serve", "--engine", "triton", "--host", "0.0.0.0", "--port", "5000", "--triton-host", "0.0.0.0"]
+# NGC's entrypoint stays in front (CUDA forward compatibility, driver checks), then the gateway from its venv.
+ENTRYPOINT ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/glotta/venv/bin/glotta", "serve", "--engine", "triton", \
+            "--host", "0.0.0.0", "--port", "5000", "--triton-host", "0.0.0.0"]
 CMD []

@@ -24,11 +24,13 @@ class FasterTransformer:
                        help="1 = weight-only INT8 quantized by FT at load (fp16 only)")
         p.add_argument("--triton", action="store_true", help="--output is a Triton model folder (weights in "
                        "OUT/1/N-gpu, config.pbtxt beside)")
+        p.add_argument("--visible-gpus", type=int, help="--triton: GPUs the Triton server sees (default: --infer-gpus)"
+                       "; FasterTransformer needs instances × TP ≥ visible GPUs, so the config gets that many")
 
     @handles_errors()
     def run(self, a: argparse.Namespace) -> int:
         from glotta.export import fastertransformer as ft
-        from glotta.server.triton.config_writers.gpu import engine_config
+        from glotta.server.triton.config_writers.engines import engine_config
 
         out = Path(a.output)
         tok = tokenizer_dir(a)
@@ -42,7 +44,7 @@ class FasterTransformer:
         if a.triton:
             overrides = {"tensor_para_size": str(a.infer_gpus), "data_type": a.weight_data_type,
                          "int8_mode": str(a.int8_mode)}
-            (out / "config.pbtxt").write_text(engine_config(out.name, "fastertransformer", overrides))
+            (out / "config.pbtxt").write_text(engine_config(out.name, "fastertransformer", overrides, a.visible_gpus))
             console.print(f"wrote {out / 'config.pbtxt'} (fastertransformer backend, tensor_para_size {a.infer_gpus})")
         console.print("note: FasterTransformer computes GELU with the tanh approximation; Megatron trains with the "
                       "exact one (logits differ slightly). FasterTransformer is unmaintained: prefer `glotta export "
@@ -99,8 +101,9 @@ class TrtLLM:
         p.add_argument("--tp", type=int, default=1, help="tensor-parallel size")
         p.add_argument("--quant", default="fp16", help="fp16, int8-wo, int4-wo or smoothquant")
         p.add_argument("--sparse", action="store_true", help="--weight_sparsity (2:4 weights)")
-        p.add_argument("--int8-kv-cache", action="store_true", help="INT8 KV cache")
-        p.add_argument("--calib-dataset", help="smoothquant: a local calibration dataset")
+        p.add_argument("--int8-kv-cache", action="store_true", help="INT8 KV cache (calibrated: needs --calib-dataset)")
+        p.add_argument("--calib-dataset", help="smoothquant / --int8-kv-cache: a local JSONL(.gz) of texts (`text` "
+                       "field), e.g. prepared data; written where TensorRT-LLM reads it offline")
         p.add_argument("--max-batch", type=int, default=16, help="largest batch")
         p.add_argument("--max-input-len", type=int, default=512, help="longest prompt")
         p.add_argument("--max-seq-len", type=int, default=1024, help="longest prompt + generation")
@@ -111,10 +114,10 @@ class TrtLLM:
     def run(self, a: argparse.Namespace) -> int:
         from glotta.core.megatron.reader import to_hf
         from glotta.core.tokenizer import copy_tokenizer_files
-        from glotta.export.trtllm import TrtllmPlan, script, validate
+        from glotta.export.trtllm import TrtllmPlan, script, validate, write_calibration
 
         out = Path(a.output)
-        plan = TrtllmPlan(hf_dir=out / "hf", checkpoint_dir=out / "trtllm-checkpoint",
+        plan = TrtllmPlan(hf_dir=out / "hf-gpt2", checkpoint_dir=out / "trtllm-checkpoint",
                           engine_dir=Path(a.engine_dir) if a.engine_dir else out / "engine", tp=a.tp, quant=a.quant,
                           sparse=a.sparse, max_batch=a.max_batch, max_input_len=a.max_input_len,
                           max_seq_len=a.max_seq_len, int8_kv_cache=a.int8_kv_cache, calib_dataset=a.calib_dataset)
@@ -122,6 +125,9 @@ class TrtLLM:
         merged, shape = read_checkpoint(a, tok)
         validate(plan, shape)
         to_hf(merged, shape).save_pretrained(plan.hf_dir, safe_serialization=True)
+        if plan.calibrates:
+            n = write_calibration(plan)
+            console.print(f"calibration: {n} texts of {plan.calib_dataset} → {plan.calib_dir} (read offline)")
         if tok is not None:
             copy_tokenizer_files(tok, plan.hf_dir)
         build = out / "build.sh"
@@ -132,5 +138,6 @@ class TrtLLM:
             return 0
         if shutil.which("trtllm-build") is None:
             return fail("trtllm-build is not on PATH: run build.sh inside nvcr.io/nvidia/tritonserver:24.10-trtllm-"
-                        "python-py3 (or after `pip install tensorrt_llm --extra-index-url https://pypi.nvidia.com`)")
+                        "python-py3 (or after `pip install tensorrt_llm==0.14.0 --extra-index-url "
+                        "https://pypi.nvidia.com`)")
         return subprocess.call(["bash", str(build)])

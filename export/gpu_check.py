@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .tensorrt import DECODE, PREFILL
+
 PROMPT = "La configuration du serveur se fait dans le fichier"
 
 
@@ -75,8 +77,12 @@ class TrtRunner:
     def _dtype(self, name: str):
         return getattr(self.torch, np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name)
 
-    def _run(self, feeds: dict) -> dict:
+    def _run(self, feeds: dict, profile: int) -> dict:
         torch = self.torch
+        # our stream is non-blocking (PyTorch's kind): it must wait for the stream that produced the inputs
+        self.stream.wait_stream(torch.cuda.current_stream())
+        if self.ctx.active_optimization_profile != profile:
+            self.ctx.set_optimization_profile_async(profile, self.stream.cuda_stream)
         keep = []
         for name in self.inputs:
             t = feeds[name].to(self._dtype(name)).contiguous()
@@ -103,7 +109,8 @@ class TrtRunner:
         torch.cuda.synchronize()
         start = time.perf_counter()
         for step in range(tokens):
-            out = self._run({"input_ids": x, "attention_mask": mask, "position_ids": pos, **past})
+            out = self._run({"input_ids": x, "attention_mask": mask, "position_ids": pos, **past},
+                            DECODE if step else PREFILL)
             x = out["logits"][:, -1].argmax(-1, keepdim=True).to(torch.int64)
             past = {p: out[p.replace("past_key_values.", "present.")] for p in self.past_names}
             mask = torch.ones((b, mask.shape[1] + 1), dtype=torch.int64, device="cuda")
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except (trt_export.TensorRTUnavailable, ImportError) as e:
         print(f"TensorRT part skipped: {e}")
         _table(rows, batches)
-        return 0
+        return _ensembles(model, work)
     builds = {"TensorRT FP16": (onnx_path, dict(fp16=True)), "TensorRT INT8": (qdq, dict(fp16=True, int8=True)),
               "TensorRT INT8 + 2:4": (qdq_sparse, dict(fp16=True, int8=True, sparse=True))}
     seq = _prompt_ids(model, 1).shape[1] + a.tokens + 1
@@ -170,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
         rows[label] = {b: median(lambda: runner.tokens_per_s(_prompt_ids(model, b), a.tokens)) for b in batches}
         print(label, json.dumps(rows[label]), flush=True)
     _table(rows, batches)
+    return _ensembles(model, work)
+
+
+def _ensembles(model: Path, work: Path) -> int:
+    """Both GPU ensembles in NVIDIA's tritonserver, one greedy and one sampled request each (gpu_ensembles.py)."""
+    from .gpu_ensembles import check_ensembles
+
+    print("\n".join(check_ensembles(model, model.parent, work / "ensembles")), flush=True)
     return 0
 
 

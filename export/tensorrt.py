@@ -35,25 +35,36 @@ def require_tensorrt():
     return trt
 
 
-def profiles(onnx_path: str | Path, max_batch: int, max_seq: int, opt_batch: int = 1) -> dict[str, tuple]:
-    """{input name: (min, opt, max) shape} covering prefill (past 0) to a full context, for every graph input."""
+PREFILL, DECODE = 0, 1  # optimization profile indices
+
+
+def profiles(onnx_path: str | Path, max_batch: int, max_seq: int, opt_batch: int = 1) -> list[dict[str, tuple]]:
+    """Two optimization profiles, {input: (min, opt, max) shape} each, for every graph input: prefill (empty past,
+    1..max_seq new tokens) and decode (one new token on a 1..max_seq − 1 past). In each, every shape triple is one
+    the graph can run: mask length = past + new (one profile for both would allow max_seq new tokens on a
+    max_seq − 1 past)."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    out = {}
-    opt_seq = max(1, max_seq // 2)
-    for inp in graph.input:
-        dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-        name = inp.name
-        if name in ("input_ids", "position_ids"):  # [b, new tokens]
-            out[name] = ((1, 1), (opt_batch, 1), (max_batch, max_seq))
-        elif name == "attention_mask":  # [b, past + new]
-            out[name] = ((1, 1), (opt_batch, opt_seq), (max_batch, max_seq))
-        elif name.startswith("past_key_values."):  # [b, heads, past, head_dim]
-            h, d = dims[1], dims[3]
-            out[name] = ((1, h, 0, d), (opt_batch, h, opt_seq, d), (max_batch, h, max_seq - 1, d))
-        else:
-            raise ValueError(f"{onnx_path}: unexpected input {name!r}; expected the Glotta KV-cache signature")
+    opt_seq = max(2, max_seq // 2)
+    # (new tokens, past) at min / opt / max, per profile
+    phases = {PREFILL: ((1, 0), (opt_seq, 0), (max_seq, 0)), DECODE: ((1, 1), (1, opt_seq - 1), (1, max_seq - 1))}
+    batches = (1, opt_batch, max_batch)
+    out = []
+    for phase in (PREFILL, DECODE):
+        shapes: dict[str, tuple] = {}
+        for inp in graph.input:
+            dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+            name = inp.name
+            if name in ("input_ids", "position_ids"):  # [b, new tokens]
+                shapes[name] = tuple((b, new) for b, (new, _) in zip(batches, phases[phase]))
+            elif name == "attention_mask":  # [b, past + new]
+                shapes[name] = tuple((b, new + past) for b, (new, past) in zip(batches, phases[phase]))
+            elif name.startswith("past_key_values."):  # [b, heads, past, head_dim]
+                shapes[name] = tuple((b, dims[1], past, dims[3]) for b, (_, past) in zip(batches, phases[phase]))
+            else:
+                raise ValueError(f"{onnx_path}: unexpected input {name!r}; expected the Glotta KV-cache signature")
+        out.append(shapes)
     return out
 
 
@@ -118,10 +129,11 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, *, fp16: bool = T
         config.set_flag(trt.BuilderFlag.INT8)
     if sparse:
         config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profiles(onnx_path, max_batch, max_seq).items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
+    for shapes in profiles(onnx_path, max_batch, max_seq):  # PREFILL, then DECODE
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in shapes.items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError("TensorRT build failed:\n" + "\n".join(logger.lines[-20:]))

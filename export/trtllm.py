@@ -2,7 +2,16 @@
 `convert_checkpoint.py` and `trtllm-build` with flags checked here (TensorRT-LLM has no direct Megatron input).
 
 The commands are written to `build.sh` so they can be read, kept and rerun inside the NGC TRT-LLM image; `--run`
-runs them when `trtllm-build` is on PATH. Flag names are those of TensorRT-LLM's GPT example and build command.
+runs them when `trtllm-build` is on PATH. Flag names are those of TensorRT-LLM v0.14's `examples/gpt/
+convert_checkpoint.py` and `tensorrt_llm/commands/build.py`. What that release does on its own, and why the script
+says it explicitly:
+- the GPT variant is guessed from the model folder's name: `--gpt_variant gpt2` (and the folder is named `hf-gpt2`);
+- calibration (SmoothQuant and the INT8 KV cache) loads `--calib_dataset`, default `lambada` from the Hub; a local
+  folder works only if its name contains `lambada` or `cnn_dailymail` (`load_calib_dataset` picks split and key from
+  the name: lambada → split `validation`, key `text`). Offline, the export writes your texts as
+  `calib/lambada/validation.jsonl` and points there;
+- the GPT example is not in the image's working directory: build.sh looks in the usual places or takes
+  `TRTLLM_GPT_EXAMPLE`, and uses `python3`.
 """
 
 from __future__ import annotations
@@ -36,7 +45,17 @@ class TrtllmPlan:
     max_seq_len: int = 2048
     tokens_per_block: int = 64
     int8_kv_cache: bool = False
-    calib_dataset: str | None = None
+    calib_dataset: str | None = None  # a local JSONL(.gz) of texts (`text` field) for calibration
+
+    @property
+    def calibrates(self) -> bool:
+        """TRT-LLM calibrates activations for SmoothQuant and for the INT8 KV cache."""
+        return self.quant == "smoothquant" or self.int8_kv_cache
+
+    @property
+    def calib_dir(self) -> Path:
+        """Where the export writes the calibration texts: a name `load_calib_dataset` recognizes (lambada)."""
+        return self.hf_dir.parent / "calib" / "lambada"
 
 
 def validate(plan: TrtllmPlan, shape: GPTShape) -> None:
@@ -53,19 +72,43 @@ def validate(plan: TrtllmPlan, shape: GPTShape) -> None:
         raise ValueError(f"--max-seq-len {plan.max_seq_len} exceeds the model's {shape.positions} positions")
     if plan.max_input_len >= plan.max_seq_len:
         raise ValueError("--max-input-len must be below --max-seq-len (room to generate)")
-    if plan.quant == "smoothquant" and not plan.calib_dataset:
-        raise ValueError("smoothquant calibrates activations: give --calib-dataset (a local dataset path; the default "
-                         "'lambada' is a Hub download)")
+    if plan.calibrates and not plan.calib_dataset:
+        raise ValueError("smoothquant and --int8-kv-cache calibrate activations: give --calib-dataset FILE (local "
+                         "JSONL with a `text` field; TensorRT-LLM's default, lambada, is a Hub download)")
+    if plan.calib_dataset and not Path(plan.calib_dataset).is_file():
+        raise ValueError(f"--calib-dataset {plan.calib_dataset}: no such file (a local JSONL with a `text` field)")
+
+
+def write_calibration(plan: TrtllmPlan, limit: int = 512) -> int:
+    """The calibration texts as `calib/lambada/validation.jsonl` (`text` key), which TRT-LLM reads offline."""
+    import gzip
+    import json
+
+    plan.calib_dir.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if str(plan.calib_dataset).endswith(".gz") else open
+    n = 0
+    with opener(plan.calib_dataset, "rt", encoding="utf-8") as src, \
+            open(plan.calib_dir / "validation.jsonl", "w", encoding="utf-8") as dst:
+        for line in src:
+            text = json.loads(line).get("text") if line.strip() else None
+            if isinstance(text, str) and text.strip():
+                dst.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+                n += 1
+                if n >= limit:
+                    break
+    if not n:
+        raise ValueError(f"--calib-dataset {plan.calib_dataset}: no line with a `text` field")
+    return n
 
 
 def commands(plan: TrtllmPlan) -> list[list[str]]:
-    convert = ["python", "${TRTLLM_GPT_EXAMPLE:-examples/gpt}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir),
-               "--dtype", "float16", "--tp_size", str(plan.tp), "--output_dir", str(plan.checkpoint_dir),
+    convert = ["python3", "${GPT_EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir), "--gpt_variant",
+               "gpt2", "--dtype", "float16", "--tp_size", str(plan.tp), "--output_dir", str(plan.checkpoint_dir),
                *QUANT_FLAGS[plan.quant]]
     if plan.int8_kv_cache:
         convert.append("--int8_kv_cache")
-    if plan.calib_dataset:
-        convert += ["--calib_dataset", plan.calib_dataset]
+    if plan.calibrates:
+        convert += ["--calib_dataset", str(plan.calib_dir)]
     build = ["trtllm-build", "--checkpoint_dir", str(plan.checkpoint_dir), "--output_dir", str(plan.engine_dir),
              "--gemm_plugin", "auto", "--gpt_attention_plugin", "auto", "--context_fmha", "enable",
              "--remove_input_padding", "enable", "--kv_cache_type", "paged", "--tokens_per_block",
@@ -76,10 +119,21 @@ def commands(plan: TrtllmPlan) -> list[list[str]]:
     return [convert, build]
 
 
+FIND_EXAMPLE = """GPT_EXAMPLE="${TRTLLM_GPT_EXAMPLE:-}"
+for d in /app/tensorrt_llm/examples/gpt /opt/tritonserver/tensorrtllm_backend/tensorrt_llm/examples/gpt \\
+         /workspace/TensorRT-LLM/examples/gpt ./examples/gpt; do
+    if [ -z "$GPT_EXAMPLE" ] && [ -f "$d/convert_checkpoint.py" ]; then GPT_EXAMPLE="$d"; fi
+done
+if [ -z "$GPT_EXAMPLE" ]; then
+    echo "TensorRT-LLM's examples/gpt not found: set TRTLLM_GPT_EXAMPLE to it (git clone --branch v0.14.0" \\
+         "https://github.com/NVIDIA/TensorRT-LLM, the release of the NGC 24.10 image)" >&2
+    exit 2
+fi"""
+
+
 def script(plan: TrtllmPlan) -> str:
     lines = ["#!/usr/bin/env bash", "# Written by `glotta export trtllm`; run inside the NGC TensorRT-LLM image.",
-             "# TRTLLM_GPT_EXAMPLE: the folder of TensorRT-LLM's GPT example (examples/gpt, or",
-             "# examples/models/core/gpt in newer releases).", "set -euo pipefail"]
+             "set -euo pipefail", FIND_EXAMPLE]
     for cmd in commands(plan):
         # the example path keeps its ${...} default unquoted so the shell expands it
         lines.append(" ".join(c if c.startswith("${") else shlex.quote(c) for c in cmd))

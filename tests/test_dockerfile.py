@@ -28,7 +28,9 @@ def test_copied_paths_exist_and_entrypoint_is_our_cli():
     for sources, _ in _copies():
         for path in sources:
             assert (ROOT / path).exists(), path
-    assert re.search(r'ENTRYPOINT \["glotta", "serve", "--engine", "triton"', DOCKERFILE)
+    # NGC's entrypoint first (CUDA forward compatibility), then our CLI from the gateway's own environment
+    assert re.search(r'ENTRYPOINT \["/opt/nvidia/nvidia_entrypoint.sh", "/opt/glotta/venv/bin/glotta", "serve", '
+                     r'"--engine", "triton"', DOCKERFILE)
     assert "HEALTHCHECK" in DOCKERFILE and "/health/ready" in DOCKERFILE
 
 
@@ -58,3 +60,21 @@ def test_the_build_context_installs(tmp_path):
     assert any(n.endswith("entry_points.txt") for n in names)
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "glotta = glotta.cli.main:main" in entry
+
+
+def test_the_image_python_gets_glotta_alone(tmp_path):
+    """Every pip install into the image's Python is --no-deps, and a dry run of it against what is installed here
+    installs exactly one package, glotta: protobuf, grpcio, tritonclient, tokenizers ... of the NGC image stay as they
+    are (the gateway's dependencies go into its own venv)."""
+    runs = " ".join(re.findall(r"^RUN (.+?)(?<!\\)$", DOCKERFILE, re.M | re.S)).replace("\\\n", " ")
+    system = re.findall(r"python3 -m pip install ([^&]+)", runs)
+    assert system and all("--no-deps" in cmd for cmd in system), system
+    assert "/opt/glotta/venv/bin/pip install" in runs
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-build-isolation",
+                        "--ignore-installed", "--report", str(tmp_path / "report.json"), str(ROOT)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    installs = json.loads((tmp_path / "report.json").read_text())["install"]
+    assert [i["metadata"]["name"] for i in installs] == ["glotta"]

@@ -2,7 +2,9 @@
 
 import configparser
 import importlib.util
+import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,16 +174,23 @@ def test_unsupported_head_size_is_refused_with_a_suggestion(tmp_path, tokenizer)
     assert not (tmp_path / "o").exists()
 
 
-def test_tensorrt_profiles_cover_every_input_of_the_served_onnx():
+def test_tensorrt_profiles_are_consistent_for_every_input_of_the_served_onnx():
+    """Each of min / opt / max of each profile must be a shape set the graph can run: the attention mask is as long
+    as past + new tokens, for the same batch (the graph concatenates past and new keys along the sequence)."""
     graph = onnx.load(str(TINY / "1" / "model.onnx"), load_external_data=False).graph
-    prof = profiles(TINY / "1" / "model.onnx", max_batch=8, max_seq=128)
-    assert set(prof) == {i.name for i in graph.input}
-    for inp in graph.input:
-        lo, opt, hi = prof[inp.name]
-        rank = len(inp.type.tensor_type.shape.dim)
-        assert len(lo) == len(opt) == len(hi) == rank
-        assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
-    assert prof["past_key_values.0.key"][0][2] == 0  # prefill: an empty past
+    prefill, decode = profiles(TINY / "1" / "model.onnx", max_batch=8, max_seq=128)
+    for prof in (prefill, decode):
+        assert set(prof) == {i.name for i in graph.input}
+        for inp in graph.input:
+            lo, opt, hi = prof[inp.name]
+            assert len(lo) == len(opt) == len(hi) == len(inp.type.tensor_type.shape.dim)
+            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+        for k in range(3):
+            ids, mask, past = prof["input_ids"][k], prof["attention_mask"][k], prof["past_key_values.0.key"][k]
+            assert ids[0] == mask[0] == past[0] and mask[1] == past[2] + ids[1], (k, ids, mask, past)
+            assert mask[1] <= 128
+    assert prefill["past_key_values.0.key"][2][2] == 0 and prefill["input_ids"][2][1] == 128  # a full prompt
+    assert decode["input_ids"][2][1] == 1 and decode["past_key_values.0.key"][2][2] == 127  # a full context
 
 
 def _next_token_logits(path: Path, ids: list[int]) -> np.ndarray:
@@ -225,6 +234,25 @@ def test_tensorrt_cli_without_tensorrt_says_what_to_install(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "m.plan").exists()
 
 
+# The flags TensorRT-LLM v0.14 accepts, read from its argument parsers: examples/gpt/convert_checkpoint.py
+# (parse_arguments) and tensorrt_llm/commands/build.py (parse_arguments) — the release of the NGC 24.10 image.
+CONVERT_FLAGS = {"--model_dir", "--nemo_ckpt_path", "--gpt_variant", "--tp_size", "--pp_size", "--dtype",
+                 "--use_parallel_embedding", "--embedding_sharding_dim", "--use_embedding_sharing", "--use_weight_only",
+                 "--weight_only_precision", "--calib_dataset", "--int8_kv_cache", "--per_channel", "--per_token",
+                 "--smoothquant", "--dataset_cache_dir", "--output_dir", "--workers", "--log_level"}
+BUILD_FLAGS = {"--checkpoint_dir", "--model_config", "--build_config", "--model_cls_file", "--model_cls_name",
+               "--output_dir", "--max_batch_size", "--max_input_len", "--max_seq_len", "--max_beam_width",
+               "--max_num_tokens", "--opt_num_tokens", "--max_prompt_embedding_table_size", "--kv_cache_type",
+               "--paged_kv_cache", "--input_timing_cache", "--output_timing_cache", "--profiling_verbosity",
+               "--strip_plan", "--weight_sparsity", "--weight_streaming", "--workers", "--log_level",
+               "--enable_debug_output", "--visualize_network", "--dry_run", "--monitor_memory", "--logits_dtype",
+               "--gather_context_logits", "--gather_generation_logits", "--gather_all_token_logits", "--lora_dir",
+               "--lora_ckpt_source", "--lora_target_modules", "--max_lora_rank", "--speculative_decoding_mode",
+               "--max_draft_len", "--auto_parallel", "--gpus_per_node", "--cluster_key", "--gemm_plugin",
+               "--gpt_attention_plugin", "--context_fmha", "--remove_input_padding", "--tokens_per_block",
+               "--use_paged_context_fmha", "--multiple_profiles", "--use_fused_mlp", "--reduce_fusion"}
+
+
 def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
     plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", tp=2, quant="int8-wo", sparse=True,
                       max_input_len=16, max_seq_len=32)
@@ -235,8 +263,13 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
     assert convert[-3:] == ["--use_weight_only", "--weight_only_precision", "int8"]
     assert build[0] == "trtllm-build" and "--weight_sparsity" in build
     assert build[build.index("--kv_cache_type") + 1] == "paged" and build[build.index("--max_seq_len") + 1] == "32"
+    assert convert[0] == "python3" and convert[convert.index("--gpt_variant") + 1] == "gpt2"
+    for cmd, known in ((convert, CONVERT_FLAGS), (build, BUILD_FLAGS)):
+        assert {a for a in cmd if a.startswith("--")} <= known, {a for a in cmd if a.startswith("--")} - known
     for bad, msg in ((dict(tp=3), "split over --tp 3"), (dict(max_seq_len=64), "exceeds the model's 32"),
-                     (dict(quant="smoothquant"), "--calib-dataset"), (dict(quant="fp8"), "--quant must be")):
+                     (dict(quant="smoothquant"), "--calib-dataset"), (dict(int8_kv_cache=True), "--calib-dataset"),
+                     (dict(int8_kv_cache=True, calib_dataset=str(tmp_path / "none.jsonl")), "no such file"),
+                     (dict(quant="fp8"), "--quant must be")):
         with pytest.raises(ValueError, match=msg):
             validate(TrtllmPlan(tmp_path, tmp_path, tmp_path, **{"max_input_len": 16, "max_seq_len": 32, **bad}),
                      shape)
@@ -244,12 +277,34 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint),
                         "--output", str(out), "--tp", "2", "--quant", "int8-wo", "--max-input-len", "16",
                         "--max-seq-len", "32", "--run"], capture_output=True, text=True)
-    assert (out / "hf" / "model.safetensors").is_file() and (out / "hf" / "config.json").is_file()
+    hf = out / "hf-gpt2"  # TRT-LLM v0.14 guesses the variant from the folder's name, and it is given explicitly too
+    assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
     text = (out / "build.sh").read_text()
     assert "convert_checkpoint.py --model_dir" in text and "trtllm-build --checkpoint_dir" in text
     assert subprocess.run(["bash", "-n", str(out / "build.sh")]).returncode == 0
     if importlib.util.find_spec("tensorrt_llm") is None:
         assert r.returncode == 2 and "trtllm-build is not on PATH" in r.stderr
+    env = {**os.environ, "TRTLLM_GPT_EXAMPLE": ""}
+    missing = subprocess.run(["bash", str(out / "build.sh")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "TRTLLM_GPT_EXAMPLE" in missing.stderr  # says what to set, runs nothing
+
+
+def test_trtllm_calibration_works_offline_with_a_local_file(tmp_path, tp2_checkpoint):
+    """TensorRT-LLM v0.14 calibrates for SmoothQuant and the INT8 KV cache from --calib_dataset (default `lambada`, a
+    Hub download); tensorrt_llm/models/convert_utils.py load_calib_dataset reads a local folder only when its name
+    contains `lambada` (split `validation`, key `text`) or `cnn_dailymail`."""
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": f"Phrase numéro {i}."}) + "\n" for i in range(20)) + "{}\n")
+    out = tmp_path / "trtllm"
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint), "--output",
+                        str(out), "--int8-kv-cache", "--calib-dataset", str(texts), "--max-input-len", "16",
+                        "--max-seq-len", "32"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    calib = out / "calib" / "lambada" / "validation.jsonl"
+    rows = [json.loads(line) for line in calib.read_text().splitlines()]
+    assert len(rows) == 20 and rows[3] == {"text": "Phrase numéro 3."}
+    text = (out / "build.sh").read_text()
+    assert f"--int8_kv_cache --calib_dataset {calib.parent}" in text
 
 
 def test_gpu_check_runs_its_cpu_side_anywhere(tmp_path):
@@ -259,3 +314,4 @@ def test_gpu_check_runs_its_cpu_side_anywhere(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "2:4 verifier: True" in r.stdout and "| CPU ONNX Runtime INT8 |" in r.stdout
     assert ("TensorRT part skipped" in r.stdout) != ("| TensorRT INT8 + 2:4 |" in r.stdout)
+    assert "ensembles skipped: no NGC tritonserver" in r.stdout or "glotta-fr-trtllm" in r.stdout

@@ -5,6 +5,7 @@ loaded and called here exactly as the ensembles would call them.
 """
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from glotta.core.tokenizer import Tokenizer
+from glotta.server.triton.config_writers.engines import engine_config
 from glotta.server.triton.config_writers.gpu import render, write
+from glotta.server.triton.engine_targets import TARGETS, engine_sampling
 from glotta.server.triton.launcher import TritonServer, cpu_models
 
 from .conftest import FR, REPO, free_port
@@ -22,7 +25,7 @@ STEPS = ["glotta-fr-ft-preprocessing", "glotta-fr-ft-postprocessing", "glotta-fr
          "glotta-fr-trtllm-postprocessing"]
 
 
-@pytest.mark.parametrize("target", ["fastertransformer", "tensorrtllm"])
+@pytest.mark.parametrize("target", ["fastertransformer", "tensorrtllm-24.10"])
 def test_committed_folders_are_what_the_generator_writes(tmp_path, target):
     for name, text in render("glotta-fr", target, f"../{FR}").items():
         assert (REPO / name / "config.pbtxt").read_text() == text
@@ -102,6 +105,25 @@ def test_preprocessing_tokenizes_for_the_engine(steps_server, kind, id_dtype):
         assert r.as_numpy("end_id")[0, 0] == tok.eod_id
 
 
+@pytest.mark.parametrize("kind", ["ft", "trtllm"])
+def test_the_same_request_means_the_same_sampling_on_every_engine(steps_server, kind):
+    """FT and TRT-LLM decode greedily when runtime_top_k and runtime_top_p are both 0 (FT's DynamicDecodeLayer and
+    TRT-LLM's sampling config pick top-k 1 then); the CPU engine samples the whole distribution. So a request that sets
+    neither must reach the engines as top_p 1.0, and temperature 0 as top_k 1."""
+    def send(**sampling):
+        inputs = [_input("text_input", np.array([[b"Le"]], dtype=object), "BYTES"),
+                  _input("max_tokens", np.array([[4]], np.int32), "INT32")]
+        for name, (value, dtype, np_type) in sampling.items():
+            inputs.append(_input(name, np.array([[value]], np_type), dtype))
+        r = steps_server.infer(f"glotta-fr-{kind}-preprocessing", inputs)
+        return int(r.as_numpy("runtime_top_k")[0, 0]), float(r.as_numpy("runtime_top_p")[0, 0])
+
+    assert send() == (0, 1.0)  # nothing set: sample the whole distribution, as the CPU engine does
+    assert send(temperature=(0.0, "FP32", np.float32)) == (1, 0.0)  # greedy
+    assert send(top_p=(0.5, "FP32", np.float32)) == (0, 0.5)
+    assert send(top_k=(7, "INT32", np.int32)) == (7, 0.0)
+
+
 def test_postprocessing_detokenizes_and_reports_eod(steps_server):
     tok = Tokenizer(REPO / FR / "tokenizer.json")
     prompt, gen = tok.encode("Le noyau"), tok.encode(" Linux est libre.")
@@ -115,9 +137,88 @@ def test_postprocessing_detokenizes_and_reports_eod(steps_server):
     assert r.as_numpy("output_ids")[0].tolist() == gen
     assert r.as_numpy("finish_reason")[0, 0] == b"eod"
     only_gen = np.array([[gen]], np.int32)  # TRT-LLM with exclude_input_in_output
-    r = steps_server.infer("glotta-fr-trtllm-postprocessing", [
-        _input("output_ids", only_gen, "INT32"),
-        _input("sequence_length", np.array([[len(gen)]], np.int32), "INT32"),
-    ])
+
+    def trtllm(asked: int):
+        return steps_server.infer("glotta-fr-trtllm-postprocessing", [
+            _input("output_ids", only_gen, "INT32"),
+            _input("sequence_length", np.array([[len(gen)]], np.int32), "INT32"),
+            _input("request_output_len", np.array([[asked]], np.int32), "INT32"),
+        ])
+
+    r = trtllm(len(gen))
     assert r.as_numpy("text_output")[0, 0].decode() == " Linux est libre."
     assert r.as_numpy("finish_reason")[0, 0] == b"length"
+    # TRT-LLM does not return the end token: fewer tokens than asked for means it stopped
+    assert trtllm(len(gen) + 10).as_numpy("finish_reason")[0, 0] == b"stop"
+
+
+def _config(text: str):
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+@pytest.mark.parametrize("target_name", list(TARGETS))
+def test_engine_configs_follow_the_upstream_rules(target_name):
+    """fastertransformer_backend src/libfastertransformer.cc: "Instance Group: only KIND_CPU supports!" and "Number
+    of visible GPUs must be <= instance count * TP * PP"; its all_models/gpt/fastertransformer/config.pbtxt and
+    tensorrtllm_backend v0.14.0 all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt reshape every per-request
+    scalar to [ ] and declare input_ids ragged (FT with the input_ids_item_shape batch input)."""
+    t = TARGETS[target_name]
+    cfg = _config(engine_config("m-engine", target_name))
+    assert [g.kind for g in cfg.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+    inputs = {i.name: i for i in cfg.input}
+    assert inputs["input_ids"].allow_ragged_batch and not inputs["input_ids"].HasField("reshape")
+    for name in ("input_lengths", *(dst for _, dst, _, _ in engine_sampling(target_name)), *t.extra):
+        assert list(inputs[name].dims) == [1] and inputs[name].HasField("reshape"), name
+        assert list(inputs[name].reshape.shape) == [], name
+    assert inputs[t.names["seed"]].data_type == model_config_pb2.TYPE_UINT64
+    if t.backend == "fastertransformer":
+        assert [(b.kind, list(b.target_name), list(b.source_input)) for b in cfg.batch_input] == \
+            [(model_config_pb2.BatchInput.BATCH_ITEM_SHAPE, ["input_ids_item_shape"], ["input_ids"])]
+        assert not any(p == "model_checkpoint_path" for p in cfg.parameters)
+        eight = _config(engine_config("m", target_name, {"tensor_para_size": "2"}, gpus=8))
+        assert eight.instance_group[0].count * 2 >= 8  # instance count × TP × PP ≥ visible GPUs
+        with pytest.raises(ValueError, match="not a multiple"):
+            engine_config("m", target_name, {"tensor_para_size": "3"}, gpus=8)
+    else:
+        assert cfg.parameters["gpt_model_path"].string_value == "/models/m-engine/1"
+        path = _config(engine_config("m-engine", target_name, engine_root="/srv/repo/"))
+        assert path.parameters["gpt_model_path"].string_value == "/srv/repo/m-engine/1"
+
+
+def test_seed_tensor_name_per_trtllm_release():
+    """tensorrtllm_backend v0.14.0 (NGC 24.10) reads `random_seed`; the current backend reads `seed`."""
+    assert TARGETS["tensorrtllm-24.10"].names["seed"] == "random_seed"
+    assert TARGETS["tensorrtllm"].names["seed"] == "seed"
+    assert "random_seed" in (REPO / "glotta-fr-trtllm-engine" / "config.pbtxt").read_text()  # the image we ship for
+    assert '"seed"' in render("x", "tensorrtllm", "../t")["x-trtllm-engine"]
+
+
+def test_every_ensemble_and_engine_has_a_version_folder_in_git():
+    """Triton refuses a model without a version ("at least one version must be available"); git keeps no empty
+    folder, so upstream commits ensemble/1/.tmp — and so do we."""
+    tracked = subprocess.run(["git", "ls-files", "model_repository"], cwd=REPO.parent, capture_output=True,
+                             text=True).stdout.split()
+    for cfg in REPO.glob("*/config.pbtxt"):
+        assert any(f.startswith(f"model_repository/{cfg.parent.name}/1/") for f in tracked), cfg.parent.name
+
+
+def test_a_tensor_parallel_trtllm_engine_starts_one_rank_per_gpu(tmp_path):
+    """tensorrtllm_backend v0.14.0 scripts/launch_triton_server.py: `mpirun --allow-run-as-root -n 1 tritonserver ...
+    : -n 1 tritonserver ...`, one rank per GPU; ranks other than 0 load only the TensorRT-LLM model, each rank with
+    its own Python-backend shared-memory prefix."""
+    repo = tmp_path / "repo"
+    (repo / "x-engine" / "1").mkdir(parents=True)
+    (repo / "x-engine" / "config.pbtxt").write_text(engine_config("x-engine", "tensorrtllm-24.10", engine_root=str(repo)))
+    (repo / "x" / "1").mkdir(parents=True)
+    (repo / "x" / "config.pbtxt").write_text('name: "x"\nplatform: "ensemble"\n')
+    server = TritonServer(repo, ["x", "x-engine"], 8000, 8001, 8002, workdir=tmp_path / "w")
+    assert "mpirun" not in server.command()[0]  # engine not built yet (or TP 1): one plain tritonserver
+    mapping = {"world_size": 2, "tp_size": 2, "pp_size": 1}
+    (repo / "x-engine" / "1" / "config.json").write_text(json.dumps({"pretrained_config": {"mapping": mapping}}))
+    cmd, _ = server.command()
+    assert cmd[:2] == ["mpirun", "--allow-run-as-root"]
+    ranks = " ".join(cmd[2:]).split(" : ")
+    assert len(ranks) == 2 and all(r.startswith("-n 1 ") and "tritonserver" in r for r in ranks)
+    assert "--load-model=x " in ranks[0] + " " and "--load-model=x-engine" in ranks[0]
+    assert "--load-model=x-engine" in ranks[1] and "--load-model=x " not in ranks[1] + " "
+    assert "shm-region-prefix-name=prefix0_" in ranks[0] and "shm-region-prefix-name=prefix1_" in ranks[1]

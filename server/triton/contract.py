@@ -46,24 +46,6 @@ GLOTTA_INPUTS = {
     "prevent_newline_after_colon": ("BOOL", np.bool_, [1]),
 }
 REQUIRED_INPUTS = ("text_input", "max_tokens")
-# The GPU engines behind the same text interface (names of the fastertransformer_backend and tensorrtllm_backend):
-# target: (token id datatype, sampling ensemble input → engine input, extra pre-processing outputs set to EOD).
-ENGINE_TENSORS = {
-    "fastertransformer": ("UINT32", {"temperature": "temperature", "top_k": "runtime_top_k", "top_p": "runtime_top_p",
-                                     "seed": "random_seed", "return_log_probs": "is_return_log_probs"}, []),
-    "tensorrtllm": ("INT32", {"temperature": "temperature", "top_k": "runtime_top_k", "top_p": "runtime_top_p",
-                              "seed": "seed", "return_log_probs": "return_log_probs"}, ["end_id", "pad_id"]),
-}
-
-
-def engine_sampling(target: str) -> list[tuple[str, str, str, type]]:
-    """(ensemble input, engine input, Triton datatype, numpy dtype) of a GPU engine's sampling tensors: the ensemble
-    input's types, except top_k, which the engines take in their token id type."""
-    id_type, names, _ = ENGINE_TENSORS[target]
-    return [(src, name, *((id_type, np.dtype(id_type.lower()).type) if src == "top_k" else STANDARD_INPUTS[src][:2]))
-            for src, name in names.items()]
-
-
 STANDARD_OUTPUTS = {
     "text_output": ("BYTES", np.object_, [-1]),
     "output_log_probs": ("FP32", np.float32, [-1]),

@@ -32,6 +32,7 @@ import httpx
 from glotta.core.model_folder import ModelFolder
 from glotta.core.paths import cache_dir
 
+from .mpi import engine_world_size, mpirun_command
 from .watchdog import group_alive, stop_group
 
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
@@ -133,7 +134,12 @@ class TritonServer:
             "--allow-metrics=true",
             "--exit-timeout-secs=10",
         ]
+        world, engines = engine_world_size(self.repository, self.models)
+        if world > 1:  # a TensorRT-LLM engine with TP × PP > 1: one tritonserver rank per GPU
+            cmd = mpirun_command(world, cmd, engines)
         env = dict(os.environ)
+        if binary == NGC_BINARY:  # the image's own environment (its entrypoint set it up): leave it alone
+            return cmd, env
         libs = [sysconfig.get_config_var("LIBDIR") or ""]
         root = _wheel_root()
         if root is not None:

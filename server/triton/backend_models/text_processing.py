@@ -2,8 +2,8 @@
 
 They give those engines the same text interface as the CPU model: `text_input`, `max_tokens`, sampling → token
 tensors in the engine's own names and types; output ids → `text_output`, `output_ids`, `finish_reason`. The
-`target` parameter (`fastertransformer` | `tensorrtllm`) picks names and integer types; `tokenizer_dir` (relative to
-the model folder) holds `tokenizer.json`. Both run on CPU, so the tests load them in a real Triton here.
+`target` parameter (a name of glotta.server.triton.engine_targets) picks names and integer types; `tokenizer_dir`
+(relative to the model folder) holds `tokenizer.json`. Both run on CPU, so the tests load them in a real Triton here.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from glotta.core.tokenizer import Tokenizer
-from glotta.server.triton.contract import DEFAULTS, ENGINE_TENSORS, engine_sampling
+from glotta.server.triton.contract import DEFAULTS
+from glotta.server.triton.engine_targets import engine_sampling, sampling_values, target
 
 
 def _params(args: dict) -> tuple[str, Tokenizer]:
     config = json.loads(args["model_config"])
     params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-    target = params.get("target", "fastertransformer")
-    if target not in ENGINE_TENSORS:
-        raise ValueError(f"parameter target must be one of {sorted(ENGINE_TENSORS)}, not {target!r}")
+    name = params.get("target", "fastertransformer")
+    target(name)  # refuses an unknown target with the list of known ones
     tok_dir = (Path(args["model_repository"]) / params.get("tokenizer_dir", ".")).resolve()
-    return target, Tokenizer(tok_dir / "tokenizer.json")
+    return name, Tokenizer(tok_dir / "tokenizer.json")
 
 
 def word_list(tokenizer: Tokenizer, words: list[str]) -> np.ndarray:
@@ -51,8 +51,9 @@ def _optional(request, name: str, default, dtype) -> np.ndarray:
 class Preprocessing:
     def initialize(self, args: dict) -> None:
         self.target, self.tokenizer = _params(args)
-        id_type, _, self.extra = ENGINE_TENSORS[self.target]
-        self.id_type = np.dtype(id_type.lower()).type
+        t = target(self.target)
+        self.extra = t.extra
+        self.id_type = np.dtype(t.id_type.lower()).type
         self.sampling = engine_sampling(self.target)
 
     def execute(self, requests):
@@ -79,9 +80,15 @@ class Preprocessing:
                 pb_utils.Tensor("request_output_len", max_tokens.astype(self.id_type)),
                 pb_utils.Tensor("stop_words_list", stop_words),
             ]
-            for source, name, _, dtype in self.sampling:
-                default = DEFAULTS[source]  # no seed (None) is seed 0 for the engines
-                out.append(pb_utils.Tensor(name, _optional(request, source, 0 if default is None else default, dtype)))
+            values = {source: _optional(request, source, 0 if DEFAULTS[source] is None else DEFAULTS[source], dtype)
+                      for source, _, _, dtype in self.sampling}  # no seed (None) is seed 0 for the engines
+            top_k, top_p, temperature = (np.broadcast_to(values[n].reshape(-1, 1), (len(encoded), 1)).reshape(-1)
+                       for n in ("top_k", "top_p", "temperature"))
+            rows = [sampling_values(int(a), float(b), float(c)) for a, b, c in zip(top_k, top_p, temperature)]
+            values["top_k"] = np.array([[k] for k, _ in rows], values["top_k"].dtype)
+            values["top_p"] = np.array([[p] for _, p in rows], values["top_p"].dtype)
+            for source, name, _, _ in self.sampling:
+                out.append(pb_utils.Tensor(name, values[source]))
             eod = np.full((len(encoded), 1), self.tokenizer.eod_id, np.int32)
             out += [pb_utils.Tensor(name, eod) for name in self.extra]  # TRT-LLM's end_id / pad_id
             responses.append(pb_utils.InferenceResponse(output_tensors=out))
@@ -98,6 +105,8 @@ class Postprocessing:
             out_ids = pb_utils.get_input_tensor_by_name(request, "output_ids").as_numpy()  # [b, beam, seq]
             seq_len = pb_utils.get_input_tensor_by_name(request, "sequence_length").as_numpy().reshape(len(out_ids), -1)
             in_len = pb_utils.get_input_tensor_by_name(request, "input_lengths")
+            wanted = pb_utils.get_input_tensor_by_name(request, "request_output_len")
+            wanted = wanted.as_numpy().reshape(-1) if wanted is not None else None
             # FT returns prompt + generation; TRT-LLM (exclude_input_in_output) only the generation
             starts = in_len.as_numpy().reshape(-1) if in_len is not None else np.zeros(len(out_ids), np.int64)
             texts, gens, reasons = [], [], []
@@ -106,7 +115,9 @@ class Postprocessing:
                 eod = bool(gen) and gen[-1] == self.tokenizer.eod_id
                 gens.append(gen[:-1] if eod else gen)
                 texts.append(self.tokenizer.decode(gens[-1]).encode("utf-8"))
-                reasons.append(b"eod" if eod else b"length")
+                # TRT-LLM never returns the end token: a generation shorter than asked for stopped early
+                short = wanted is not None and len(gen) < int(wanted[min(i, len(wanted) - 1)])
+                reasons.append(b"eod" if eod else b"stop" if short else b"length")
             width = max(1, max(map(len, gens)))
             ids = np.full((len(gens), width), -1, np.int32)
             for i, g in enumerate(gens):
