@@ -34,13 +34,11 @@ class Tokenizer:
         self.eod_id: int = eod
         self.vocab_size: int = self._tok.get_vocab_size()
         self._piece_cache: dict[int, str] = {}
-        # Token ids whose text holds a newline: Megatron hard-codes GPT-2's 198/628; ours depend on the vocabulary.
-        self.colon_id = self._single_id(":")
-        self.newline_ids = [i for i in range(self.vocab_size) if "\n" in self.piece(i)]
-
-    def _single_id(self, text: str) -> int | None:
-        ids = self._tok.encode(text, add_special_tokens=False).ids
-        return ids[0] if len(ids) == 1 else None
+        # Megatron hard-codes GPT-2's ids (":" then 198/628 for newlines); ours depend on the vocabulary. A colon token
+        # is any that ends in ":" — French typography writes " :", its own token, which Megatron's rule misses.
+        pieces = [self.piece(i) for i in range(self.vocab_size)]
+        self.colon_ids = frozenset(i for i, p in enumerate(pieces) if p.endswith(":"))
+        self.newline_ids = [i for i, p in enumerate(pieces) if "\n" in p]
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids

@@ -38,6 +38,7 @@ def _watch_budget(environment, **kw) -> None:
     def watch() -> None:
         while _state["sent"] < MAX_REQUESTS:
             gevent.sleep(0.1)
+        _state["stopped_by"] = "request budget"
         environment.runner.quit()
 
     gevent.spawn(watch)
@@ -51,7 +52,7 @@ def _save_samples(environment, **kw) -> None:
     """Exact streaming samples for the report: Locust's CSV rounds times under 100 ms to whole milliseconds."""
     path = os.environ.get("GLOTTA_SAMPLES")
     if path:
-        Path(path).write_text(json.dumps(_samples))
+        Path(path).write_text(json.dumps({**_samples, "stopped_by": _state.get("stopped_by", "run time")}))
 
 
 @events.request.add_listener

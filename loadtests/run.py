@@ -104,8 +104,10 @@ def run_level(target: Target, scenario: str, users: int, duration: str, out: Pat
     elapsed = time.time() - t0
     after = scrape(target.url)
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    samples = Path(f"{prefix}_samples.json")
+    stopped_by = json.loads(samples.read_text()).get("stopped_by") if samples.exists() else None
     return {"target": target.label, "url": target.url, "users": users, "csv": prefix.name, "wall_s": elapsed,
-            "server": delta}
+            "stopped_by": stopped_by, "server": delta}
 
 
 def _seconds(duration: str) -> float:

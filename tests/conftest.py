@@ -70,12 +70,13 @@ def http(gateway) -> httpx.Client:
         yield c
 
 
-def build_test_model(out: Path, eod_always: bool = False, seed: int = 0):
+def build_test_model(out: Path, eod_always: bool = False, seed: int = 0, always: str | None = None):
     """A small random GPT-2 exported the way shipped models are, with the shipped French tokenizer.
 
     Weights are drawn with a large spread so greedy decoding wanders over many tokens instead of repeating one: a
     parity check on a model that always says the same token proves little. With `eod_always` the final layer norm
-    emits a constant vector that the EOD embedding matches best, so EOD is always the most likely next token.
+    emits a constant vector that the EOD embedding matches best, so EOD is always the most likely next token;
+    `always` does the same for the token of that text (e.g. "\n", so that a blank line really comes).
     """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -90,11 +91,12 @@ def build_test_model(out: Path, eod_always: bool = False, seed: int = 0):
         bos_token_id=tok.eod_id, eos_token_id=tok.eod_id,
     )
     model = GPT2LMHeadModel(cfg).eval()
-    if eod_always:
+    if eod_always or always is not None:
+        (token,) = [tok.eod_id] if eod_always else tok.encode(always)
         with torch.no_grad():
             model.transformer.ln_f.weight.zero_()
             model.transformer.ln_f.bias.copy_(torch.randn(cfg.n_embd))
-            model.transformer.wte.weight[tok.eod_id] = model.transformer.ln_f.bias * 10
+            model.transformer.wte.weight[token] = model.transformer.ln_f.bias * 10
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / FR / "tokenizer.json", out / "tokenizer.json")
     meta = {"name": out.name, "n_positions": cfg.n_positions, "vocab_size": cfg.vocab_size}

@@ -1,4 +1,5 @@
-"""`PUT /api` rejects bad requests with a 4xx carrying Megatron's message and the field's name."""
+"""`PUT /api` rejects bad requests with a 4xx carrying Megatron's message and the field's name — Megatron's exact text
+(megatron/inference/text_generation_server.py), except in the cases the README lists as Glotta's departures."""
 
 import pytest
 

@@ -114,7 +114,11 @@ def test_languages_are_told_apart_on_whole_documents():
     mixed = "Click here to read the full English documentation of this package online now. " + " ".join(FR[:6])
     assert lid.detect(mixed)[0] == "fr"
     assert lid(Doc(samples["es"], "f", 1, "x")) == "other_language"
-    assert Language("fr", threshold=0.999)(Doc(samples["fr"][:30], "f", 1, "x")) in (None, "low_language_score")
+    short = samples["fr"][:30]  # a short text: French, with a score below 1
+    lang, score = lid.detect(short)
+    assert lang == "fr" and 0 < score < 0.999
+    assert Language("fr", threshold=score + 1e-3)(Doc(short, "f", 1, "x")) == "low_language_score"
+    assert Language("fr", threshold=score - 1e-3)(Doc(short, "f", 1, "x")) is None
     assert lid.histogram["es"] == 1
 
 
@@ -228,11 +232,15 @@ def test_killed_run_resumes_to_byte_identical_output(tmp_path):
     args = ["prepare", "--input", str(inp / "*.jsonl.gz"), "--lang", "fr", "--workers", "1"]
     _prepare(*args, "--output", str(tmp_path / "clean"))
     out = tmp_path / "killed"
+    # a pause point, not a race: the run stops for good once shard 1 is filtered, and is killed there
     p = subprocess.Popen([sys.executable, "-m", "glotta.cli", "data", *args, "--output", str(out)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                         env={**os.environ, "GLOTTA_DATA_PAUSE_AFTER": "filter:1"})
     deadline = time.time() + 120
-    while not (out / ".work" / "filter" / "00001.stats.json").exists() and p.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    while not (out / ".work" / "paused").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert (out / ".work" / "filter" / "00001.stats.json").exists() and p.poll() is None
+    assert not (out / ".work" / "filter" / "00002.stats.json").exists()
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert not (out / "stats.json").exists(), "the run finished before it could be killed"

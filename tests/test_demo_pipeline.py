@@ -12,7 +12,7 @@ from glotta.cli import demo_models
 from tests.test_data_prep import FR, _doc
 
 
-def test_demo_recipe_end_to_end(tmp_path):
+def test_demo_recipe_end_to_end(tmp_path, capsys):
     rng = random.Random(3)
     docs = [{"text": _doc(rng, FR, 8)} for _ in range(80)] + [{"text": "court"}]
     docs.append(dict(docs[0]))  # an exact duplicate for the dedup stage
@@ -44,8 +44,16 @@ def test_demo_recipe_end_to_end(tmp_path):
         want = model(torch.tensor([ids])).logits[0, -1].numpy()
     logits, _ = OnnxCausalLM(out / "1" / "model.onnx").prefill([ids], 0)
     np.testing.assert_allclose(logits[0, -1], want, atol=1e-3)
-    # rerunning finds every step done and only exports again
+    # rerunning finds every step done: no step runs again (the trainer resumes at its last step), only the export
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").rglob("*") if p.is_file() and "checkpoints" in
+            p.parts or p.suffix in (".bin", ".idx") or p.name in ("tokenizer.json", "stats.json", "split.json")}
+    capsys.readouterr()
     demo_models.main(["--input", str(tmp_path / "fr.jsonl.gz"), "--lang", "fr", "--output", str(out), "--work",
                       str(tmp_path / "work"), "--train-samples", "24", "--vocab-size", "400",
                       "--valid-fraction", "0.2"])
     assert json.loads((out / "glotta.json").read_text())["valid_perplexity"] == meta["valid_perplexity"]
+    said = capsys.readouterr().out
+    for step in ("$ glotta data prepare", "$ glotta tokenizer train", "$ glotta data convert"):
+        assert step not in said, step
+    assert "nothing to do" in said  # `glotta train local` found its last step done
+    assert kept and not [p.name for p, t in kept.items() if p.stat().st_mtime_ns != t]

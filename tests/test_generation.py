@@ -92,10 +92,36 @@ def test_stop_on_eol_and_double_eol(http):
         found = True
         eol = greedy(http, [p], 60, stop_on_eol=True)["text"][0][len(p):]
         assert eol == free[: free.index("\n") + 1]
-        if "\n\n" in free:
-            deol = greedy(http, [p], 60, stop_on_double_eol=True)["text"][0][len(p):]
-            assert deol == free[: free.index("\n\n") + 2]
     assert found, "no prompt produced a newline; pick prompts that do"
+
+
+def test_stop_on_double_eol_on_a_model_that_writes_blank_lines(tmp_path):
+    """The shipped models never write a blank line: a test model that always says "\n" does, after its first."""
+    import asyncio
+
+    from glotta.server.engine.onnx_engine import OnnxEngine
+    from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
+    from glotta.server.generation import collect
+
+    from .conftest import build_test_model
+
+    build_test_model(tmp_path / "nl", always="\n")
+    engine = OnnxEngine(tmp_path / "nl", threads=1)
+
+    async def run(**stop):
+        await engine.start()
+        try:
+            req = GenerationRequest("Le texte", 20, SamplingParams(top_k=1), StopConditions(**stop))
+            return await collect(engine, req)
+        finally:
+            await engine.stop()
+
+    free = asyncio.run(run())
+    assert free.text == "\n" * 20 and free.finish_reason == "length"
+    double = asyncio.run(run(stop_on_double_eol=True))
+    assert double.text == "\n\n" and double.finish_reason == "stop" and len(double.token_ids) == 2
+    single = asyncio.run(run(stop_on_eol=True))
+    assert single.text == "\n" and len(single.token_ids) == 1
 
 
 def test_stop_strings_cut_before_the_stop(http):

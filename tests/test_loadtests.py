@@ -1,12 +1,17 @@
 """Real headless Locust runs against the test gateway, and the report built from their files."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from glotta.loadtests.report import render_report
 from glotta.loadtests.run import run
+
+from .conftest import FR, REPO
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +60,28 @@ def test_request_budget_stops_the_run(gateway, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     summary = json.loads((out / "summary.json").read_text())["target"][0]
     assert summary["requests"] <= 5 + 2  # the budget, plus what the 2 users had in flight
-    assert meta["runs"][0]["wall_s"] < 45  # ended by the budget, not by the 60 s run time
+    assert meta["runs"][0]["stopped_by"] == "request budget"  # not the 60 s run time
 
 
 def test_remote_targets_are_refused_before_any_traffic(tmp_path):
     with pytest.raises(ValueError, match="loopback"):
         run(["http://10.1.2.3:5000"], [], [1], "1s", "completions", tmp_path, progress=lambda m: None)
     assert not (tmp_path / "meta.json").exists()
+
+
+def test_cli_starts_its_own_server_and_rebuilds_the_report(tmp_path):
+    """`glotta loadtest --variant fp32` starts (and stops) a gateway itself; `--report-from` rebuilds the page
+    byte for byte from the saved files."""
+    out = tmp_path / "lt"
+    env = {**os.environ, "GLOTTA_MODEL_REPOSITORY": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "loadtest", "--variant", "fp32", "--users", "1",
+                        "--duration", "2s", "--scenario", "completions", "--max-requests", "10", "--model", FR,
+                        "--output", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["runs"][0]["target"] == "fp32" and meta["runs"][0]["stopped_by"] in ("request budget", "run time")
+    first = (out / "report.html").read_bytes()
+    (out / "report.html").unlink()
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "loadtest", "--report-from", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and (out / "report.html").read_bytes() == first

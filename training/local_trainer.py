@@ -152,19 +152,36 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
         if step % cfg.save_interval == 0 or step == steps:
             _save(save, step, model, cfg, opt, stream, history)
     bar.close()
-    plot(history, Path(save) / "loss.png", cfg.name)
+    if losses:  # a rerun with nothing left to train leaves the folder as it was
+        plot(history, Path(save) / "loss.png", cfg.name)
     return losses
 
 
-def _save(save: str, step: int, model, cfg: TrainConfig, opt, stream: SampleStream, history: dict) -> None:
-    args = argparse.Namespace(
-        num_layers=cfg.num_layers, hidden_size=cfg.hidden_size, num_attention_heads=cfg.num_attention_heads,
+def megatron_args(cfg: TrainConfig, step: int) -> argparse.Namespace:
+    """The Megatron-LM arguments (megatron/training/arguments.py names and meanings) that Megatron's own tools and
+    FasterTransformer's megatron_ckpt_convert.py read from a checkpoint: the model is Megatron's GPT default — learned
+    absolute positions, pre-LayerNorm (ε 1e-5), biases, exact GELU, tied embeddings, fp32 parameters."""
+    h, heads = cfg.hidden_size, cfg.num_attention_heads
+    return argparse.Namespace(
+        num_layers=cfg.num_layers, hidden_size=h, ffn_hidden_size=4 * h, num_attention_heads=heads,
+        kv_channels=h // heads, num_query_groups=heads, group_query_attention=False,
         seq_length=cfg.seq_length, max_position_embeddings=cfg.max_position_embeddings or cfg.seq_length,
-        padded_vocab_size=cfg.padded_vocab(), tensor_model_parallel_size=1, pipeline_model_parallel_size=1,
+        position_embedding_type="learned_absolute", normalization="LayerNorm", layernorm_epsilon=1e-5,
+        apply_layernorm_1p=False, apply_residual_connection_post_layernorm=False, add_bias_linear=True,
+        add_qkv_bias=True, swiglu=False, openai_gelu=False, squared_relu=False, bias_gelu_fusion=False,
+        untie_embeddings_and_output_weights=False, apply_query_key_layer_scaling=False,
+        attention_softmax_in_fp32=True, padded_vocab_size=cfg.padded_vocab(),
+        make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by, tokenizer_type="GPT2BPETokenizer",
+        params_dtype=torch.float32, fp16=False, bf16=False, tensor_model_parallel_size=1,
+        pipeline_model_parallel_size=1, virtual_pipeline_model_parallel_size=None,
         micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size, lr=cfg.lr,
-        min_lr=cfg.min_lr, consumed_train_samples=step * cfg.global_batch_size, iteration=step,
-        tokenizer_type="GPT2BPETokenizer", glotta_config=cfg.model_dump(),
+        min_lr=cfg.min_lr, consumed_train_samples=step * cfg.global_batch_size, consumed_valid_samples=0,
+        iteration=step, glotta_config=cfg.model_dump(),
     )
+
+
+def _save(save: str, step: int, model, cfg: TrainConfig, opt, stream: SampleStream, history: dict) -> None:
+    args = megatron_args(cfg, step)
     scheduler = {"num_steps": step * cfg.global_batch_size, "data": stream.state(), "history": history}
     ckpt.save(save, step, model, args, opt.state_dict(), scheduler, {"torch": torch.get_rng_state()})
 

@@ -250,7 +250,7 @@ class OnnxEngine:
     def _next_token(self, s: _Seq, logits: np.ndarray) -> Chunk:
         req = s.req
         last = s.generated[-1] if s.generated else s.prompt_ids[-1]
-        if req.prevent_newline_after_colon and last == self.tokenizer.colon_id:
+        if req.prevent_newline_after_colon and last in self.tokenizer.colon_ids:
             logits = logits.copy()
             logits[self.tokenizer.newline_ids] = -1e10
         token = s.sampler.choose(logits)

@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -22,8 +23,17 @@ from .steps import SHARD_STEPS, find_duplicates
 from .workfolder import WorkFolder
 
 
+PAUSE_AFTER = "GLOTTA_DATA_PAUSE_AFTER"  # "STEP:SHARD": stop for good after that step, for a kill at a known point
+
+
 def run_step(step: str, cfg_json: str, shard: int) -> str:
-    return SHARD_STEPS[step](PrepareConfig.model_validate_json(cfg_json), shard)
+    cfg = PrepareConfig.model_validate_json(cfg_json)
+    result = SHARD_STEPS[step](cfg, shard)
+    if os.environ.get(PAUSE_AFTER) == f"{step}:{shard}":  # the kill-and-resume test's pause point
+        (WorkFolder(cfg).work / "paused").write_text(f"{step}:{shard}")
+        while True:
+            time.sleep(60)
+    return result
 
 
 def _progress() -> Progress:

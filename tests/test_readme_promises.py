@@ -1,0 +1,213 @@
+"""Each README promise that no other test reached, held to by a test that fails if the promise breaks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from glotta.training.data.blocks.quality import Quality
+from glotta.training.data.records import Doc
+
+from .conftest import FR, REPO, Gateway
+
+ENV = {"GLOTTA_MODEL_REPOSITORY": str(REPO)}
+
+
+def _api(http, **body) -> dict:
+    r = http.put("/api", json={"tokens_to_generate": 8, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_prevent_newline_after_colon(http):
+    """Megatron's flag, with the colon tokens of this vocabulary: French writes " :", a token of its own."""
+    prompts = ["Options :", "Remarque :", "Description :", "Voici la liste :"]
+    free = [_api(http, prompts=[p], top_k=1)["text"][0][len(p):] for p in prompts]
+    assert sum(f.startswith("\n") for f in free) >= 3  # the model does put a newline after a colon
+    for p in prompts:
+        out = _api(http, prompts=[p], top_k=1, prevent_newline_after_colon=True, tokens_to_generate=24)
+        segments = out["segments"][0]
+        for before, after in zip(segments, segments[1:]):
+            assert not (before.endswith(":") and "\n" in after), (p, segments)
+
+
+def test_add_bos_puts_the_eod_token_first(http):
+    out = _api(http, prompts=[""], add_BOS=True, top_k=1, tokens_to_generate=4)
+    assert out["segments"][0][0] == "<|endoftext|>" and out["text"][0].startswith("<|endoftext|>")
+    with_bos = _api(http, prompts=["Le"], add_BOS=True, top_k=1)
+    assert with_bos["segments"][0][:2] == ["<|endoftext|>", "Le"]
+
+
+def test_top_p_decay_and_bound_end_to_end(http):
+    """top_p shrinks by top_p_decay each token down to top_p_bound: with a tiny decay and bound, only the first
+    token is sampled and the rest is the greedy continuation of it."""
+    p = "Le noyau Linux"
+    sampled = _api(http, prompts=[p], top_p=0.95, top_p_decay=1e-6, top_p_bound=1e-6, random_seed=3,
+                   tokens_to_generate=12)["segments"][0]
+    first = "".join(sampled[: len(_api(http, prompts=[p], top_k=1, tokens_to_generate=1)["segments"][0])])
+    greedy = _api(http, prompts=[first], top_k=1, tokens_to_generate=11)["text"][0]
+    assert "".join(sampled) == greedy
+    again = _api(http, prompts=[p], top_p=0.95, top_p_decay=1e-6, top_p_bound=1e-6, random_seed=3,
+                 tokens_to_generate=12)["segments"][0]
+    assert again == sampled
+
+
+def test_models_report_their_context_length(http):
+    cards = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
+    meta = {name: json.loads((REPO / name / "glotta.json").read_text()) for name in cards}
+    assert {n: c["max_model_len"] for n, c in cards.items()} == {n: m["n_positions"] for n, m in meta.items()}
+
+
+def test_access_log_line_names_the_request_id(gateway, http):
+    http.put("/api", json={"prompts": ["Le"], "tokens_to_generate": 1}, headers={"X-Request-Id": "promise-4242"})
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        lines = [json.loads(x.split(": ", 1)[1]) for x in gateway.log.read_text().splitlines()
+                 if "glotta.access" in x and "promise-4242" in x]
+        if lines:
+            break
+        time.sleep(0.1)
+    assert lines and lines[0] == {**lines[0], "request_id": "promise-4242", "method": "PUT", "path": "/api",
+                                  "status": 200}
+
+
+@pytest.fixture(scope="module")
+def slow_gateway(tmp_path_factory):
+    """A queue timeout no request can meet, and a request timeout that ends generations after their first token."""
+    d = tmp_path_factory.mktemp("timeouts")
+    gw = Gateway(["--model", FR, "--threads", "1", "--queue-timeout", "0.000001"], d / "queue.log", env=ENV)
+    yield gw
+    gw.stop()
+
+
+def test_queue_timeout_is_a_504(slow_gateway):
+    r = httpx.put(slow_gateway.url + "/api", json={"prompts": ["Le"], "tokens_to_generate": 4}, timeout=60)
+    assert r.status_code == 504 and "queue timeout" in r.json()["message"]
+
+
+def test_an_error_after_the_stream_started_is_an_sse_error_event(tmp_path):
+    gw = Gateway(["--model", FR, "--threads", "1", "--request-timeout", "0.3"], tmp_path / "serve.log", env=ENV)
+    try:
+        body = {"prompt": "Le", "max_tokens": 480, "temperature": 0, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", gw.url + "/v1/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200  # the headers went out with the first tokens
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]" and json.loads(events[0])["choices"]
+        error = json.loads(events[-2])["error"]
+        assert error["type"] == "timeout" and "request timeout (0.3 s)" in error["message"]
+    finally:
+        gw.stop()
+
+
+def test_drain_timeout_bounds_the_shutdown(tmp_path):
+    """SIGTERM lets requests finish for --drain-timeout seconds, then stops anyway."""
+    gw = Gateway(["--model", FR, "--threads", "1", "--drain-timeout", "1"], tmp_path / "serve.log", env=ENV)
+    body = {"prompt": "Le", "max_tokens": 480, "temperature": 0, "ignore_eos": True, "stream": True}
+    got: list = []
+
+    def long_stream() -> None:
+        try:
+            with httpx.stream("POST", gw.url + "/v1/completions", json=body, timeout=60) as r:
+                for line in r.iter_lines():
+                    got.append(line)
+                    time.sleep(0.05)  # a slow reader: the generation outlasts the drain
+        except httpx.HTTPError as e:
+            got.append(e)
+
+    t = threading.Thread(target=long_stream)
+    t.start()
+    time.sleep(1.0)
+    start = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    gw.proc.wait(30)
+    took = time.monotonic() - start
+    t.join(30)
+    assert took < 10, took  # the drain (1 s) plus the engines' stop, not the 480-token generation
+    assert got and not any(isinstance(x, str) and "[DONE]" in x for x in got)  # cut, not finished
+
+
+def test_serve_int8(tmp_path):
+    gw = Gateway(["--model", FR, "--int8"], tmp_path / "serve.log", env=ENV)
+    try:
+        cards = httpx.get(gw.url + "/v1/models").json()["data"]
+        assert [c["engine"] for c in cards] == ["int8"]
+        r = httpx.post(gw.url + "/v1/completions", json={"prompt": "Le noyau", "max_tokens": 6, "temperature": 0})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 6
+    finally:
+        gw.stop()
+
+
+def test_generate_stream_prints_what_generate_prints(gateway):
+    def cli(*extra):
+        return subprocess.run([sys.executable, "-m", "glotta.cli", "generate", "Le système", "--url", gateway.url,
+                               "--max-tokens", "12", "--temperature", "0", *extra], capture_output=True, text=True,
+                              timeout=120)
+
+    whole, streamed = cli(), cli("--stream")
+    assert whole.returncode == streamed.returncode == 0, streamed.stderr
+    assert whole.stdout.startswith("Le système") and streamed.stdout.strip()
+    assert "Le système" + streamed.stdout == whole.stdout  # deltas, then the same text
+
+
+def test_data_merge_cli(tmp_path):
+    tok = REPO / FR
+    for name, n in (("a", 3), ("b", 5)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"text": f"Texte {name} {i}."}) + "\n"
+                                                        for i in range(n)))
+        r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", "convert", "--input",
+                            str(tmp_path / f"{name}.jsonl"), "--output-prefix", str(tmp_path / name), "--vocab-file",
+                            str(tok / "vocab.json"), "--merge-file", str(tok / "merges.txt"), "--append-eod",
+                            "--workers", "1"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    prefixes = [str(tmp_path / f"{n}_text_document") for n in ("a", "b")]
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", "merge", "--inputs", *prefixes,
+                        "--output-prefix", str(tmp_path / "all")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", "inspect", str(tmp_path / "all"), "--doc", "4",
+                        "--tokenizer", str(tok)], capture_output=True, text=True, timeout=120)
+    assert "8 documents" in r.stdout and "Texte b 1." in r.stdout  # a's 3 documents, then b's
+
+
+def test_prepare_text_key_and_blacklist_threshold(tmp_path):
+    text = ("Le système de fichiers garde les données des utilisateurs dans des répertoires organisés, et la "
+            "commande suivante affiche la liste des paquets installés sur la machine avec leur version exacte. ")
+    rows = [{"body": text * 2 + f"Document {i}. " + ("Un jackpot et une machine à sous. " if i % 2 else "")} for i in range(8)]
+    with gzip.open(tmp_path / "in.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+    def prepare(out: str, *extra: str) -> dict:
+        r = subprocess.run([sys.executable, "-m", "glotta.cli", "data", "blacklist", "--input",
+                            str(tmp_path / "in.jsonl.gz"), "--output", str(tmp_path / out), "--lang", "fr",
+                            "--text-key", "body", *extra], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads((tmp_path / out / "stats.json").read_text())
+
+    assert prepare("t2")["stages"]["blacklist"]["docs_out"] == 4  # two distinct terms: removed
+    assert prepare("t3", "--blacklist-threshold", "3")["stages"]["blacklist"]["docs_out"] == 8
+    subprocess.run([sys.executable, "-m", "glotta.cli", "data", "blacklist", "--input",
+                    str(tmp_path / "in.jsonl.gz"), "--output", str(tmp_path / "none"), "--lang", "fr"],
+                   capture_output=True, text=True, timeout=120)
+    assert json.loads((tmp_path / "none" / "stats.json").read_text())["malformed"]["count"] == 8  # no `text` key
+
+
+@pytest.mark.parametrize("make,reason", [
+    (lambda w: " ".join(["Anticonstitutionnellement"] * 60), "gopher_mean_word_length"),
+    (lambda w: "\n".join(f"- {' '.join(w[i:i + 8])}" for i in range(0, 80, 8)), "gopher_bullet_lines"),
+    (lambda w: "\n".join(' '.join(w[i:i + 16]) + ("..." if i % 32 else ".") for i in range(0, 160, 16)),
+     "gopher_ellipsis_lines"),
+    (lambda w: " ".join(w[:30]) + " " + " ".join(["1234"] * 30), "gopher_non_alpha_words"),
+    (lambda w: "\n".join([" ".join(w[:10])] * 8), "gopher_duplicate_lines"),
+])
+def test_each_gopher_rule(make, reason):
+    words = ("le chat de la maison est sur une table dans la pièce et il regarde pour que les enfants qui jouent "
+             "pas loin").split() * 8
+    assert Quality("fr")(Doc(make(words), "f", 1, "x")) == reason
+    assert Quality("fr")(Doc(" ".join(words[:80]), "f", 1, "x")) is None  # the same words, well formed
