@@ -22,7 +22,6 @@ from .config import PrepareConfig
 from .steps import SHARD_STEPS, find_duplicates
 from .workfolder import WorkFolder
 
-
 PAUSE_AFTER = "GLOTTA_DATA_PAUSE_AFTER"  # "STEP:SHARD": stop for good after that step, for a kill at a known point
 
 
