@@ -119,8 +119,8 @@ def write(merged: dict, shape: GPTShape, out: str | Path, infer_gpus: int, token
         for name, arr in ft_tensors(merged, shape, infer_gpus).items():
             np.ascontiguousarray(arr.astype(dtype)).tofile(tmp / f"{name}.bin")
         (tmp / "config.ini").write_text(config_ini(shape, infer_gpus, weight_data_type, shape.ffn, end_id))
-        args = vars(shape.args) if shape.args is not None else {}
-        (tmp / "args.txt").write_text("".join(f"{k}: {v}\n" for k, v in sorted(args.items())))
+        args = vars(shape.args) if shape.args is not None else {}  # as FT's converter writes it: `key:value`, in order
+        (tmp / "args.txt").write_text("".join(f"{k}:{v}\n" for k, v in args.items()))
         copy_tokenizer_files(tokenizer_dir, tmp, ("vocab.json", "merges.txt"))
         os.replace(tmp, target)
     except BaseException:

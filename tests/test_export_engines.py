@@ -130,7 +130,7 @@ def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, referen
     g = ini["gpt"]
     assert (g["head_num"], g["size_per_head"], g["inter_size"], g["num_layer"], g["tensor_para_size"],
             g["weight_data_type"], g["vocab_size"]) == ("4", "32", "512", "2", str(n), "fp32", "304")
-    assert "num_attention_heads: 4" in (folder / "args.txt").read_text()
+    assert "num_attention_heads:4\n" in (folder / "args.txt").read_text()
 
 
 def test_fastertransformer_cli_fp16_triton_folder_and_refusals(tmp_path, tp2_checkpoint, tokenizer):
@@ -315,3 +315,27 @@ def test_gpu_check_runs_its_cpu_side_anywhere(tmp_path):
     assert "2:4 verifier: True" in r.stdout and "| CPU ONNX Runtime INT8 |" in r.stdout
     assert ("TensorRT part skipped" in r.stdout) != ("| TensorRT INT8 + 2:4 |" in r.stdout)
     assert "ensembles skipped: no NGC tritonserver" in r.stdout or "glotta-fr-trtllm" in r.stdout
+
+
+def test_fastertransformer_export_equals_fastertransformers_own_converter(tmp_path):
+    """A golden made once by FasterTransformer's megatron_ckpt_convert.py (unchanged, from a checkout outside this
+    repository; the command is in the fixture) on a checkpoint the local trainer's writer makes bit for bit anywhere:
+    every file it wrote, config.ini's fields included, is what `glotta export fastertransformer` writes."""
+    import hashlib
+
+    from .golden import TOKENIZER, golden_checkpoint
+
+    golden = json.loads((Path(__file__).parent / "fixtures" / "ft_converter_golden.json").read_text())
+    ckpt = golden_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "ft"
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "fastertransformer", str(ckpt), "--output",
+                        str(out), "--infer-gpus", str(golden["infer_gpus"]), "--weight-data-type",
+                        golden["weight_data_type"], "--tokenizer", str(TOKENIZER)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    folder = out / f"{golden['infer_gpus']}-gpu"
+    ours = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    differ = sorted(n for n, digest in golden["files"].items() if ours.get(n) != digest)
+    assert not differ, differ
+    cfg = configparser.ConfigParser()
+    cfg.read(folder / "config.ini")
+    assert {k: cfg["gpt"][k] for k in golden["config_ini"]} == golden["config_ini"]
