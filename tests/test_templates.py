@@ -155,3 +155,37 @@ def test_cli_eval_reports_bad_data_with_file_and_line(gateway, tmp_path):
 def test_lone_surrogate_input_is_a_400(http):
     r = http.post("/v1/templates/sentiment-fr/run", content=b'{"inputs": {"text": "a \\udc80 b"}}')
     assert r.status_code == 400 and r.json()["error"]["param"] == "inputs.text"
+
+
+def test_eval_scores_are_recomputed_from_the_engines_own_answers(gateway, http, tmp_path):
+    """Accuracy from each example's label scores, exact match and chrF from the answers: recomputed here from
+    /v1/templates/.../run and compared with what `glotta prompt eval` reports."""
+    import sacrebleu
+
+    data = ROOT / "server" / "templates" / "eval" / "sentiment-fr.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    ev = subprocess.run([sys.executable, "-m", "glotta.cli", "prompt", "eval", "sentiment-fr", "--url", gateway.url,
+                         "--data", str(data), "--k-list", "1", "--output", str(tmp_path)], capture_output=True,
+                        text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    (cell,) = json.loads((tmp_path / "sentiment-fr.json").read_text())["cells"]
+    labels = []
+    for row in rows:
+        scores = http.post("/v1/templates/sentiment-fr/run", json={"inputs": row["inputs"], "k": 1}).json()["scores"]
+        labels.append(max(scores, key=scores.get))
+    assert cell["value"] == sum(a == r["label"] for a, r in zip(labels, rows)) / len(rows)
+
+    sources = ["dog", "cat", "house", "tree"]
+    answers = [http.post("/v1/templates/translation-fr/run", json={"inputs": {"source": s}, "k": 2}).json()["answer"]
+               for s in sources]
+    refs = [answers[0], "chat", "maison", "arbre"]  # the first is right by construction
+    gen = tmp_path / "gen.jsonl"
+    gen.write_text("".join(json.dumps({"inputs": {"source": s}, "answer": r}) + "\n" for s, r in zip(sources, refs)))
+    ev = subprocess.run([sys.executable, "-m", "glotta.cli", "prompt", "eval", "translation-fr", "--url", gateway.url,
+                         "--data", str(gen), "--k-list", "2", "--output", str(tmp_path)], capture_output=True,
+                        text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    (cell,) = json.loads((tmp_path / "translation-fr.json").read_text())["cells"]
+    norm = lambda t: " ".join(t.lower().strip().strip(".").split())  # noqa: E731 - eval's rule: case, spaces, final dot
+    assert cell["value"] == sum(norm(a) == norm(r) for a, r in zip(answers, refs)) / 4 >= 0.25
+    assert cell["chrf"] == pytest.approx(sacrebleu.corpus_chrf(answers, [refs]).score)
