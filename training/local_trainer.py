@@ -1,9 +1,9 @@
 """`glotta train local`: a single-machine PyTorch trainer for small GPTs, on a Megatron `.bin/.idx` dataset, writing
 Megatron-LM checkpoints. CPU, or one GPU when present.
 
-Data follow Megatron's sampling: documents (already ending in EOD when converted with --append-eod) are split into
-train/valid by the `split` ratios, shuffled per epoch with the seed, concatenated and cut into samples of seq + 1
-tokens. Optimisation follows the seed's arguments: AdamW (β1, β2, weight decay on matrices only), linear warm-up then
+Data follow megatron-core's GPTDataset sample for sample (megatron_sampling.py): documents (already ending in EOD when
+converted with --append-eod) split into train/valid by the `split` ratios, every epoch's documents shuffled with the
+seed, concatenated and cut into samples of seq + 1 tokens, the samples shuffled. Optimisation follows the seed's arguments: AdamW (β1, β2, weight decay on matrices only), linear warm-up then
 cosine decay to min_lr, gradient clipping. A resumed run loads weights, optimizer, scheduler, sample position and RNG
 state, so it continues with exactly the losses of an uninterrupted run.
 """
@@ -22,47 +22,7 @@ from glotta.core.megatron import checkpoint as ckpt
 from glotta.core.megatron.indexed import MegatronDataset
 
 from .megatron_config import TrainConfig
-
-
-class SampleStream:
-    """Fixed-length samples from a document range, reshuffled every epoch with a seeded RNG."""
-
-    def __init__(self, ds: MegatronDataset, docs: np.ndarray, seq: int, seed: int) -> None:
-        self.ds, self.docs, self.seq, self.seed = ds, docs, seq, seed
-        self.epoch, self.position, self._flat = -1, 0, np.zeros(0, np.int64)
-        self._next_epoch()
-
-    def _next_epoch(self) -> None:
-        self.epoch += 1
-        order = np.random.RandomState(self.seed + self.epoch).permutation(self.docs)
-        self._flat = np.concatenate([self.ds[int(i)].astype(np.int64) for i in order])
-        self.position = 0
-        if len(self._flat) < self.seq + 1:
-            raise ValueError(f"{len(self._flat)} tokens cannot make one sample of {self.seq + 1}")
-
-    def take(self, n: int) -> np.ndarray:
-        out = []
-        for _ in range(n):
-            if self.position + self.seq + 1 > len(self._flat):
-                self._next_epoch()
-            out.append(self._flat[self.position : self.position + self.seq + 1])
-            self.position += self.seq
-        return np.stack(out)
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def restore(self, state: dict) -> None:
-        self.epoch = state["epoch"] - 1
-        self._next_epoch()
-        self.position = state["position"]
-
-
-def split_documents(n: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-    ratios = [float(x) for x in split.split(",")]
-    train_end = round(n * ratios[0] / sum(ratios))
-    valid_end = train_end + max(1, round(n * ratios[1] / sum(ratios))) if len(ratios) > 1 else n
-    return np.arange(0, train_end), np.arange(train_end, min(valid_end, n))
+from .megatron_sampling import GPTSamples, split_ranges
 
 
 def lr_at(cfg: TrainConfig, samples: int) -> float:
@@ -106,8 +66,12 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
         train_docs, valid_docs = np.arange(len(ds)), np.arange(len(valid_ds))
     else:
         valid_ds = ds
-        train_docs, valid_docs = split_documents(len(ds), cfg.split)
-    stream = SampleStream(ds, train_docs, cfg.seq_length, seed)
+        train_range, valid_range, _ = split_ranges(len(ds), cfg.split)
+        if train_range is None:
+            raise ValueError(f"split {cfg.split!r} leaves no training documents")
+        train_docs = np.arange(*train_range)
+        valid_docs = np.arange(*valid_range) if valid_range else np.zeros(0, np.int64)
+    samples = GPTSamples(ds, train_docs, cfg.seq_length, seed, cfg.train_samples)
     model = build_model(cfg, seed).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
@@ -120,7 +84,6 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
         ckpt.from_megatron(state["model"]["language_model"], model)
         opt.load_state_dict(state["optimizer"])
         step = state["iteration"]
-        stream.restore(state["opt_param_scheduler"]["data"])
         history = state["opt_param_scheduler"]["history"]
         torch.set_rng_state(state["rng_state"][0]["torch"])
     steps = cfg.train_samples // cfg.global_batch_size
@@ -135,8 +98,9 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
             g["lr"] = lr_at(cfg, step * cfg.global_batch_size)
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(accumulation):
-            batch = torch.from_numpy(stream.take(cfg.micro_batch_size)).to(device)
+        for micro in range(accumulation):  # samples in megatron-core's order: step × global batch onwards
+            first = step * cfg.global_batch_size + micro * cfg.micro_batch_size
+            batch = torch.from_numpy(np.stack([samples[first + k] for k in range(cfg.micro_batch_size)])).to(device)
             loss = _loss(model, batch) / accumulation
             loss.backward()
             total += float(loss.detach())
@@ -150,7 +114,7 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
         if step % cfg.eval_interval == 0 or step == steps:
             history["valid"].append([step, evaluate(model, valid_ds, valid_docs, cfg, device)])
         if step % cfg.save_interval == 0 or step == steps:
-            _save(save, step, model, cfg, opt, stream, history)
+            _save(save, step, model, cfg, opt, history)
     bar.close()
     if losses:  # a rerun with nothing left to train leaves the folder as it was
         plot(history, Path(save) / "loss.png", cfg.name)
@@ -180,9 +144,10 @@ def megatron_args(cfg: TrainConfig, step: int) -> argparse.Namespace:
     )
 
 
-def _save(save: str, step: int, model, cfg: TrainConfig, opt, stream: SampleStream, history: dict) -> None:
+def _save(save: str, step: int, model, cfg: TrainConfig, opt, history: dict) -> None:
     args = megatron_args(cfg, step)
-    scheduler = {"num_steps": step * cfg.global_batch_size, "data": stream.state(), "history": history}
+    # the data position is the consumed samples (args), as in Megatron: nothing else to restore
+    scheduler = {"num_steps": step * cfg.global_batch_size, "history": history}
     ckpt.save(save, step, model, args, opt.state_dict(), scheduler, {"torch": torch.get_rng_state()})
 
 

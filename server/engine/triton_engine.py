@@ -27,8 +27,9 @@ from .protocol import Chunk, GenerationRequest
 from .tokenizer import encode_prompt
 
 log = logging.getLogger("glotta.engine.triton")
-# Several replicas: gRPC's own client-side load balancing spreads the calls round-robin over the ready ones, and its
-# health checking (grpc.health.v1, which Triton serves) takes a replica out while it says it is not serving.
+# Several replicas: gRPC's own client-side load balancing spreads the calls round-robin over the connected ones, and
+# its client-side health checking (grpc.health.v1) takes a replica out while it reports NOT_SERVING (a server that
+# does not offer the health service counts as healthy; a dead one drops out when its connection fails).
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
 
 

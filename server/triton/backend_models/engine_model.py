@@ -85,7 +85,8 @@ class TritonPythonModel:
             return
 
         def wait() -> None:
-            os.read(read_fd, 1)
+            while os.read(read_fd, 1)[0] != signal.SIGTERM:  # the fd also hears other signals Python handles
+                pass
             self._closing = True
             asyncio.run_coroutine_threadsafe(self.engine.stop(), self.loop)
 
@@ -132,6 +133,7 @@ class TritonPythonModel:
         sender = request.get_response_sender()
         final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
         finished = False
+        generation = None
         try:
             req, exclude_input = parse_request(request)
             stream = req.stream
@@ -142,7 +144,8 @@ class TritonPythonModel:
             tops: list = []
             prompt = None
             next_check = 0.0
-            async for chunk in self.engine.generate(req):
+            generation = self.engine.generate(req)
+            async for chunk in generation:
                 now = time.monotonic()
                 if now >= next_check:  # is_cancelled() is a round trip to the server: ask every 20 ms, not per token
                     next_check = now + CANCEL_CHECK_S
@@ -172,6 +175,8 @@ class TritonPythonModel:
             finished = True
             sender.send(_error(f"generation failed: {e}"), flags=final)
         finally:
+            if generation is not None:  # closed now, not when collected: a cancelled row leaves the batch at once
+                await generation.aclose()
             if not finished:  # cancelled at unload: never leave a client (or Triton's unload) waiting for the flag
                 sender.send(_error("model is unloading"), flags=final)
 
