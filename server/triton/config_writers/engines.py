@@ -13,26 +13,7 @@ in its source (see engine_targets.py for the releases):
 from __future__ import annotations
 
 from ..engine_targets import engine_sampling, target
-
-
-def io(name: str, dtype: str, dims: list[int], optional: bool = False, scalar: bool = False,
-       ragged: bool = False) -> str:
-    lines = [f'    name: "{name}"', f"    data_type: TYPE_{'STRING' if dtype == 'BYTES' else dtype}", f"    dims: {dims}"]
-    if scalar:
-        lines.append("    reshape: { shape: [ ] }")
-    if optional:
-        lines.append("    optional: true")
-    if ragged:
-        lines.append("    allow_ragged_batch: true")
-    return "  {\n" + "\n".join(lines) + "\n  }"
-
-
-def block(kind: str, items: list[str]) -> str:
-    return f"{kind} [\n" + ",\n".join(items) + "\n]"
-
-
-def params(values: dict[str, str]) -> str:
-    return "\n".join(f'parameters {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}' for k, v in values.items())
+from .pbtxt import block, cpu_instances, io, params
 
 
 def instance_count(gpus: int, tp: int, pp: int = 1) -> int:
@@ -78,4 +59,4 @@ def engine_config(name: str, target_name: str, overrides: dict[str, str] | None 
         extra = "model_transaction_policy {\n  decoupled: false\n}\n"
     return (head + f'name: "{name}"\nbackend: "{t.backend}"\nmax_batch_size: 64\n' + extra
             + block("input", inputs) + "\n" + block("output", outputs)
-            + f"\ninstance_group [\n  {{\n    count: {count}\n    kind: KIND_CPU\n  }}\n]\n" + params(values) + "\n")
+            + "\n" + cpu_instances(count) + params(values) + "\n")
