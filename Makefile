@@ -34,7 +34,11 @@ $(VENV)/.browser:
 test: $(VENV)/.test-deps $(VENV)/.browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
-bench: $(VENV)/.test-deps
+$(VENV)/.bench-deps: pyproject.toml $(VENV)/.test-deps
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/serving_spine.py
 	$(BIN)/python benchmarks/triton_gateway.py
 	$(BIN)/python benchmarks/convert.py

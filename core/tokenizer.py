@@ -7,6 +7,8 @@ vocabulary (0 for a tokenizer trained by Glotta, 50256 for GPT-2's), so it is al
 
 from __future__ import annotations
 
+import functools
+import json
 import shutil
 from pathlib import Path
 
@@ -49,12 +51,50 @@ class Tokenizer:
     def decode(self, ids: list[int], skip_special: bool = False) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special)
 
+    @functools.cached_property
+    def token_bytes(self) -> list[bytes] | None:
+        """The bytes each token stands for, for byte-level BPE (GPT-2's decoder); None for other decoders.
+
+        Streaming decodes with this table and an incremental UTF-8 decoder: O(1) per token, where asking the
+        tokenizer to decode a window costs two Rust calls per token and row.
+        """
+        spec = json.loads(self.path.read_text(encoding="utf-8"))
+        if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+            return None
+        to_byte = {c: b for b, c in _bytes_to_unicode().items()}
+        table = [b""] * self.vocab_size
+        for token, i in self._tok.get_vocab(with_added_tokens=False).items():
+            if i < self.vocab_size:
+                table[i] = bytes(to_byte[c] for c in token if c in to_byte)
+        for added in spec.get("added_tokens", []):
+            if added["id"] < self.vocab_size:
+                table[added["id"]] = added["content"].encode()
+        return table
+
+    @functools.cached_property
+    def special_ids(self) -> frozenset[int]:
+        spec = json.loads(self.path.read_text(encoding="utf-8"))
+        return frozenset(a["id"] for a in spec.get("added_tokens", []) if a.get("special"))
+
     def piece(self, token_id: int) -> str:
         """Text of one token on its own (may be U+FFFD when a character spans tokens)."""
         p = self._piece_cache.get(token_id)
         if p is None:
             p = self._piece_cache[token_id] = self._tok.decode([token_id], skip_special_tokens=False)
         return p
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte ↔ printable character table (byte-level BPE stores bytes as these characters)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
 
 
 def copy_tokenizer_files(src: str | Path, dst: str | Path, names: tuple[str, ...] = TOKENIZER_FILES) -> list[str]:

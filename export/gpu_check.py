@@ -30,16 +30,19 @@ def _prompt_ids(model: Path, batch: int) -> np.ndarray:
     return np.array([ids] * batch, np.int64)
 
 
-def cpu_tokens_per_s(onnx_path: Path, ids: np.ndarray, tokens: int) -> float:
-    """Greedy decode with ONNX Runtime on the CPU (the engine the gateway serves)."""
-    from glotta.server.engine.onnx_model import OnnxCausalLM
+def cpu_tokens_per_s(graph: Path, ids: np.ndarray, tokens: int) -> float:
+    """Greedy decode on the CPU with the fused decoder graph the gateway serves."""
+    import os
 
-    model = OnnxCausalLM(onnx_path)
+    from glotta.server.engine.decoder_session import DecoderSession
+
+    model = DecoderSession(graph, os.cpu_count() or 1, ids.shape[0], ids.shape[1] + tokens)
     start = time.perf_counter()
-    logits, batch = model.prefill([list(r) for r in ids], 0)
-    logits = logits[:, -1, :]
+    logits, lengths = model.prefill([list(r) for r in ids], 0)
+    next_ids = np.array([row[-1].argmax() for row in logits])
     for _ in range(tokens - 1):
-        logits = batch.step(model, logits.argmax(-1))
+        next_ids = model.decode(next_ids, lengths).argmax(-1)
+        lengths = lengths + 1
     return ids.shape[0] * tokens / (time.perf_counter() - start)
 
 
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", help="folder for the ONNX variants and plans (default: a temporary one)")
     a = ap.parse_args(argv)
     from glotta.export.sparsity import sparsify_onnx, verify_path
-    from glotta.server.engine.int8 import derive_int8
+    from glotta.server.engine.engine_graph import engine_graph
 
     from . import tensorrt as trt_export
     from .tensorrt import calibration_ids
@@ -140,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     median = lambda f: statistics.median(f() for _ in range(a.repeats))  # noqa: E731
     rows: dict[str, dict[int, float]] = {}
-    int8 = derive_int8(onnx_path, work)
-    for label, path in (("CPU ONNX Runtime fp32", onnx_path), ("CPU ONNX Runtime INT8", int8)):
+    engines = {"CPU engine fp32": engine_graph(model), "CPU engine INT8": engine_graph(model, int8=True)}
+    for label, path in engines.items():
         rows[label] = {b: median(lambda: cpu_tokens_per_s(path, _prompt_ids(model, b), a.tokens)) for b in batches}
         print(label, json.dumps(rows[label]), flush=True)
     sparse = work / "sparse.onnx"
@@ -189,7 +192,7 @@ def _ensembles(model: Path, work: Path) -> int:
 
 
 def _table(rows: dict[str, dict[int, float]], batches: list[int]) -> None:
-    base = rows["CPU ONNX Runtime fp32"]
+    base = rows["CPU engine fp32"]
     print("\n| engine | " + " | ".join(f"batch {b} tok/s (× CPU fp32)" for b in batches) + " |")
     for label, r in rows.items():
         print(f"| {label} | " + " | ".join(f"{r[b]:,.0f} ({r[b] / base[b]:.1f}×)" for b in batches) + " |")

@@ -45,6 +45,11 @@ class GuardedEngine:
     def stats(self) -> dict[str, int]:
         return {**self._engine.stats(), "inflight": self.inflight}
 
+    def _request_timeout(self) -> GlottaError:
+        REJECTED.labels(self._engine.name, "request_timeout").inc()
+        return GlottaError(ErrorKind.TIMEOUT,
+                           f"generation exceeded the request timeout ({self.limits.request_timeout_s:g} s)")
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
         lim = self.limits
         if self.inflight >= lim.max_inflight:
@@ -54,21 +59,29 @@ class GuardedEngine:
         self.inflight += 1
         stream = self._engine.generate(request).__aiter__()
         deadline = time.monotonic() + lim.request_timeout_s
+        name = self._engine.name
         try:
             try:  # one timer for the wait in the queue (not one per token: that would cost a task each)
                 first = await asyncio.wait_for(anext(stream), min(lim.queue_timeout_s, lim.request_timeout_s))
             except StopAsyncIteration:
                 return
             except asyncio.TimeoutError:
-                REJECTED.labels(self._engine.name, "queue_timeout").inc()
+                if lim.request_timeout_s <= lim.queue_timeout_s:
+                    raise self._request_timeout() from None
+                REJECTED.labels(name, "queue_timeout").inc()
                 raise GlottaError(ErrorKind.TIMEOUT, f"no token within the queue timeout ({lim.queue_timeout_s:g} s)"
                                   ) from None
             yield first
-            async for chunk in stream:
+            while True:
+                try:  # a non-streaming request gets its tokens in one chunk at the end: wait on the deadline itself
+                    wait = anext(stream)
+                    chunk = await (wait if request.stream else asyncio.wait_for(wait, deadline - time.monotonic()))
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise self._request_timeout() from None
                 if time.monotonic() > deadline:
-                    REJECTED.labels(self._engine.name, "request_timeout").inc()
-                    raise GlottaError(ErrorKind.TIMEOUT,
-                                      f"generation exceeded the request timeout ({lim.request_timeout_s:g} s)")
+                    raise self._request_timeout()
                 yield chunk
         finally:
             self.inflight -= 1

@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import torch
 
-from glotta.server.engine.int8 import derive_int8
+from glotta.server.engine.decoder_session import DecoderSession
+from glotta.server.engine.engine_graph import engine_graph
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
@@ -65,6 +66,7 @@ def test_fp16_storage_halves_the_file_and_keeps_parity(tmp_path, test_model):
     _, model, tok = test_model
     from glotta.export.onnx_export import export_gpt2_onnx
 
+    model = copy.deepcopy(model)  # the weights are rounded below: the session's shared model stays as it was
     fp32 = export_gpt2_onnx(model, tmp_path / "a" / "model.onnx")
     with torch.no_grad():
         for p in model.parameters():
@@ -92,15 +94,36 @@ def test_eod_stops_generation(tmp_path):
     assert ids == [engine.tokenizer.eod_id]
 
 
-def test_int8_derivation_quantizes_every_matmul(tmp_path, test_model, monkeypatch):
+def test_fused_graph_is_small_and_writes_the_cache_in_place(tmp_path, test_model, monkeypatch):
+    path, model, tok = test_model
+    monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
+    g = engine_graph(path)
+    assert g.is_relative_to(tmp_path / "cache") and engine_graph(path) == g  # built once, cached
+    ops = [n.op_type for n in onnx.load(str(g)).graph.node]
+    layers = model.config.n_layer
+    assert ops.count("GroupQueryAttention") == layers and "Concat" not in ops and "Transpose" not in ops
+    assert len(ops) <= 10 * layers + 8, ops
+    session = DecoderSession(g, 1, max_rows=4, max_len=64)
+    ids = tok.encode("Le noyau Linux")
+    (logits,), lengths = session.prefill([ids], 0, all_logits=[True])
+    buffers = session.cache.buffers
+    key0 = buffers[0][0, :, : len(ids)].copy()
+    assert np.abs(key0).sum() > 0  # the prefill wrote slot 0 of the preallocated buffer itself
+    step = session.decode(np.array([int(logits[-1].argmax())]), lengths)
+    assert session.cache.buffers[0] is buffers[0]  # same buffer, one more token written in it
+    assert np.array_equal(buffers[0][0, :, : len(ids)], key0) and np.abs(buffers[0][0, :, len(ids)]).sum() > 0
+    with torch.no_grad():
+        ref = model(torch.tensor([ids + [int(logits[-1].argmax())]])).logits[0].numpy()
+    np.testing.assert_allclose(np.vstack([logits, step]), ref, atol=1e-4)
+
+
+def test_int8_graph_quantizes_every_matmul(tmp_path, test_model, monkeypatch):
     path, _, _ = test_model
     monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
-    q = derive_int8(path / "1" / "model.onnx")
-    assert q.is_relative_to(tmp_path / "cache")
+    q = engine_graph(path, int8=True)
+    assert q.is_relative_to(tmp_path / "cache") and engine_graph(path, int8=True) == q  # cached
     ops = [n.op_type for n in onnx.load(str(q)).graph.node]
-    assert "MatMulInteger" in ops
-    assert ops.count("MatMul") <= 2 * 2  # only attention score/context products stay float (2 per layer)
-    assert derive_int8(path / "1" / "model.onnx") == q  # cached
+    assert "MatMul" not in ops and ops.count("DynamicQuantizeMatMul") == 4 * 2 + 1  # 4 per layer and the head
     # agreement is measured on trained weights (the shipped model): a random model's near-ties make it meaningless
     shipped = REPO / FR
     int8 = asyncio.run(_run(OnnxEngine(shipped, threads=1, int8=True), PROMPTS, 20))

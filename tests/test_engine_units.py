@@ -55,6 +55,20 @@ def test_incremental_detokenizer_never_splits_characters(tok):
     assert "".join(deltas) + d.flush() == text
 
 
+def test_byte_table_detokenizer_equals_the_tokenizers_decode(tok):
+    """The byte-table fast path (byte-level BPE) against the tokenizer's own decode, on random token streams:
+    arbitrary byte sequences (invalid UTF-8 included) and the special EOD token, skipped as decode skips it."""
+    assert tok.token_bytes is not None  # the shipped tokenizers take the fast path
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ids = rng.integers(0, tok.vocab_size, size=int(rng.integers(1, 30))).tolist()
+        if rng.random() < 0.3:
+            ids.insert(int(rng.integers(0, len(ids))), tok.eod_id)
+        d = IncrementalDetokenizer(tok)
+        text = "".join(d.add(i) for i in ids) + d.flush()
+        assert text == tok.decode(ids, skip_special=True), ids
+
+
 def test_tokenizer_round_trip_and_eod(tok):
     text = "Le paquet « apt » gère les dépendances.\n\nFin"
     assert tok.decode(tok.encode(text)) == text

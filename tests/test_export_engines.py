@@ -312,7 +312,7 @@ def test_gpu_check_runs_its_cpu_side_anywhere(tmp_path):
                         "--batches", "1", "--repeats", "1", "--work", str(tmp_path)], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "2:4 verifier: True" in r.stdout and "| CPU ONNX Runtime INT8 |" in r.stdout
+    assert "2:4 verifier: True" in r.stdout and "| CPU engine INT8 |" in r.stdout
     assert ("TensorRT part skipped" in r.stdout) != ("| TensorRT INT8 + 2:4 |" in r.stdout)
     assert "ensembles skipped: no NGC tritonserver" in r.stdout or "glotta-fr-trtllm" in r.stdout
 

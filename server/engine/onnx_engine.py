@@ -1,9 +1,10 @@
-"""The CPU engine: ONNX Runtime with a KV cache and continuous batching.
+"""The CPU engine: ONNX Runtime over the fused decoder graph, its KV cache in place, with continuous batching.
 
 One worker thread owns the model. Between decoding steps it drops finished and cancelled rows and prefills newly
 arrived requests into the running batch, so requests join and leave at step boundaries instead of waiting behind a
 global lock (Megatron's server) or for the whole batch to finish (static batching). ONNX Runtime releases the GIL while
-it computes, so the asyncio gateway keeps serving HTTP meanwhile.
+it computes, so the asyncio gateway keeps serving HTTP meanwhile. Row i of the running batch is slot i of the cache
+(decoder_session.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from glotta.core.errors import unavailable
 from glotta.core.model_folder import ModelFolder
 
 from .. import metrics
-from .onnx_model import KVBatch, OnnxCausalLM
+from .decoder_session import DecoderSession
+from .engine_graph import engine_graph
 from .protocol import Chunk, GenerationRequest, PromptInfo
 from .sampling import Sampler, log_softmax, top_logprobs
 from .stopping import TextStopper
@@ -43,6 +45,8 @@ class _Seq:
     detok: IncrementalDetokenizer
     stopper: TextStopper
     generated: list[int] = field(default_factory=list)
+    length: int = 0  # tokens in its cache slot
+    pending: Chunk | None = None  # a non-streaming request's tokens since its first one
     cancelled: bool = False
     done: bool = False
 
@@ -63,22 +67,14 @@ class OnnxEngine:
         self.name = name or folder.name
         self.meta = folder.meta
         self.tokenizer = folder.tokenizer()
-        onnx_path = folder.onnx_path
-        if int8:
-            from .int8 import derive_int8
-
-            onnx_path = derive_int8(onnx_path)
         self.precision = "int8" if int8 else "fp32"
-        if threads is None:  # measured on 2 cores: INT8 decodes fastest on half the cores, fp32 on all of them
-            cores = os.cpu_count() or 1
-            threads = max(1, cores // 2) if int8 else cores
-        self.model = OnnxCausalLM(onnx_path, threads)
         self.max_context = folder.max_context
+        self.model = DecoderSession(engine_graph(model_dir, int8), threads or os.cpu_count() or 1, max_batch,
+                                    self.max_context)
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens
         self._waiting: collections.deque[_Seq] = collections.deque()
-        self._running: list[_Seq] = []
-        self._batch: KVBatch | None = None
+        self._running: list[_Seq] = []  # row i holds cache slot i
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -163,6 +159,7 @@ class OnnxEngine:
                 admitted = self._take_waiting()
                 if admitted:
                     self._prefill(admitted, out)
+                    self._drop_finished()
                 if self._running:
                     self._decode(out)
             except Exception as e:  # a broken step fails its requests, never the server
@@ -171,7 +168,7 @@ class OnnxEngine:
                     if not s.done:
                         s.done = True
                         out.append((s, RuntimeError(f"generation failed: {e}")))
-                self._running, self._batch = [], None
+                self._running = []
             self._deliver(out)
         for s in [*self._running, *self._waiting]:
             self._deliver([(s, unavailable("server is shutting down"))])
@@ -193,21 +190,32 @@ class OnnxEngine:
         return taken
 
     def _drop_finished(self) -> None:
-        keep = [i for i, s in enumerate(self._running) if not (s.done or s.cancelled)]
-        self.cancelled += sum(1 for s in self._running if s.cancelled and not s.done)
-        if len(keep) != len(self._running):
-            self._running = [self._running[i] for i in keep]
-            self._batch = self._batch.keep(keep) if keep and self._batch is not None else None
+        """Free the slots of finished and cancelled rows; the last row moves into each freed slot."""
+        rows = self._running
+        i = 0
+        while i < len(rows):
+            s = rows[i]
+            if not (s.done or s.cancelled):
+                i += 1
+                continue
+            if s.cancelled and not s.done:
+                self.cancelled += 1
+            last = rows.pop()
+            if i < len(rows):
+                self.model.cache.move(len(rows), i, last.length)
+                rows[i] = last
 
     def _prefill(self, seqs: list[_Seq], out: list) -> None:
-        logits, batch = self.model.prefill([s.prompt_ids for s in seqs], self.tokenizer.eod_id)
-        width = logits.shape[1]
-        live: list[int] = []
+        first = len(self._running)
+        logits, lengths = self.model.prefill([s.prompt_ids for s in seqs], first,
+                                             all_logits=[s.req.prompt_logprobs for s in seqs])
+        self._running.extend(seqs)  # rows that finish here leave at the next _drop_finished
         for i, s in enumerate(seqs):
+            s.length = int(lengths[i])
             prompt = PromptInfo(token_ids=list(s.prompt_ids))
             if s.req.prompt_logprobs:
                 n = len(s.prompt_ids)
-                lp = log_softmax(logits[i, width - n : width - 1])
+                lp = log_softmax(logits[i][: n - 1])
                 targets = np.asarray(s.prompt_ids[1:], np.int64)
                 prompt.logprobs = lp[np.arange(n - 1), targets].astype(float).tolist()
                 if s.req.top_logprobs:
@@ -216,44 +224,57 @@ class OnnxEngine:
                 s.done = True
                 out.append((s, Chunk(prompt=prompt, finish_reason="length")))
                 continue
-            chunk = self._next_token_or_error(s, logits[i, -1])
-            if isinstance(chunk, BaseException):
-                out.append((s, chunk))
-                continue
-            chunk.prompt = prompt
-            out.append((s, chunk))
-            if not s.done:
-                live.append(i)
-        if live:
-            batch = batch.keep(live) if len(live) != len(seqs) else batch
-            self._batch = batch if self._batch is None else self._batch.merge(batch)
-            self._running.extend(seqs[i] for i in live)
+            chunk = self._next_token_or_error(s, logits[i][-1])
+            if not isinstance(chunk, BaseException):
+                chunk.prompt = prompt
+            self._emit(out, s, chunk)
 
     def _decode(self, out: list) -> None:
-        assert self._batch is not None
         tokens = np.array([s.generated[-1] for s in self._running], np.int64)
-        logits = self._batch.step(self.model, tokens)
+        lengths = np.array([s.length for s in self._running], np.int64)
+        logits = self.model.decode(tokens, lengths)
+        greedy = logits.argmax(axis=1)  # one call for the whole batch; rows that sample ignore it
+        for s in self._running:
+            s.length += 1
         self.steps += 1
         self._batch_size_metric.observe(len(tokens))
         for i, s in enumerate(self._running):
-            out.append((s, self._next_token_or_error(s, logits[i])))
+            self._emit(out, s, self._next_token_or_error(s, logits[i], int(greedy[i])))
 
-    def _next_token_or_error(self, s: _Seq, logits: np.ndarray) -> Chunk | BaseException:
+    @staticmethod
+    def _emit(out: list, s: _Seq, item: Chunk | BaseException) -> None:
+        """Queue a chunk for delivery. A non-streaming request gets its first token (time to first token stays
+        measurable) and then one chunk at the end: waking its consumer at every step costs the event loop (and the
+        GIL this thread needs) more than the step's arithmetic at batch 16."""
+        if isinstance(item, BaseException):
+            s.pending = None
+            out.append((s, item))
+            return
+        if s.pending is not None:
+            item = s.pending.merge(item)
+            s.pending = None
+        if s.req.stream or item.finish_reason is not None or len(s.generated) <= 1:
+            out.append((s, item))
+        else:
+            s.pending = item
+
+    def _next_token_or_error(self, s: _Seq, logits: np.ndarray, greedy: int | None = None) -> Chunk | BaseException:
         """One row's failure (its sampling, its text) fails that request only, not the batch around it."""
         try:
-            return self._next_token(s, logits)
+            return self._next_token(s, logits, greedy)
         except Exception as e:
             log.exception("request failed while choosing its next token")
             s.done = True
             return RuntimeError(f"generation failed: {type(e).__name__}")
 
-    def _next_token(self, s: _Seq, logits: np.ndarray) -> Chunk:
+    def _next_token(self, s: _Seq, logits: np.ndarray, greedy: int | None = None) -> Chunk:
         req = s.req
         last = s.generated[-1] if s.generated else s.prompt_ids[-1]
         if req.prevent_newline_after_colon and last in self.tokenizer.colon_ids:
             logits = logits.copy()
             logits[self.tokenizer.newline_ids] = -1e10
-        token = s.sampler.choose(logits)
+            greedy = None
+        token = greedy if greedy is not None and req.sampling.greedy else s.sampler.choose(logits)
         s.generated.append(token)
         chunk = Chunk(token_ids=[token])
         if req.logprobs or req.top_logprobs:

@@ -74,6 +74,14 @@ class Chunk:
     finish_reason: str | None = None  # "length" | "stop" | "eod"
     prompt: PromptInfo | None = None
 
+    def merge(self, later: "Chunk") -> "Chunk":
+        """This chunk followed by `later`, as one (for consumers that only want the end)."""
+        def cat(a: list | None, b: list | None) -> list | None:
+            return None if a is None and b is None else (a or []) + (b or [])
+
+        return Chunk(self.text + later.text, self.token_ids + later.token_ids, cat(self.logprobs, later.logprobs),
+                     cat(self.top_logprobs, later.top_logprobs), later.finish_reason, self.prompt or later.prompt)
+
 
 SEED_MAX = 2**64 - 1  # seeds are unsigned 64-bit at every entry: /api, /v1, gRPC and Triton's UINT64 `seed`
 MAX_STOP_STRINGS = 16

@@ -3,6 +3,8 @@ character, and the prompt checks every backend answers alike."""
 
 from __future__ import annotations
 
+import codecs
+
 from glotta.core.errors import invalid
 from glotta.core.tokenizer import Tokenizer
 
@@ -22,8 +24,15 @@ class IncrementalDetokenizer:
         self.ids: list[int] = []
         self._prefix = 0  # start of the window whose text was already released
         self._read = 0  # end of released tokens
+        # byte-level BPE: each token is bytes; an incremental UTF-8 decoder holds back an incomplete character
+        self._bytes = tokenizer.token_bytes
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace") if self._bytes is not None else None
 
     def add(self, token_id: int) -> str:
+        if self._utf8 is not None:
+            if self.skip_special and token_id in self.tok.special_ids:
+                return ""
+            return self._utf8.decode(self._bytes[token_id])
         self.ids.append(token_id)
         prefix_text = self.tok.decode(self.ids[self._prefix : self._read], self.skip_special)
         full_text = self.tok.decode(self.ids[self._prefix :], self.skip_special)
@@ -36,6 +45,8 @@ class IncrementalDetokenizer:
 
     def flush(self) -> str:
         """Whatever is still held back (a truly invalid byte sequence at the end of the generation)."""
+        if self._utf8 is not None:
+            return self._utf8.decode(b"", final=True)
         prefix_text = self.tok.decode(self.ids[self._prefix : self._read], self.skip_special)
         full_text = self.tok.decode(self.ids[self._prefix :], self.skip_special)
         self._prefix = self._read = len(self.ids)
