@@ -44,11 +44,17 @@ PROMPTS = [
     "La gestion des utilisateurs",
     "Écran de démarrage",
 ]
-console = Console()
+console = Console(width=200)
 
 
 def batch_prompts(batch: int) -> list[str]:
     return (PROMPTS * (batch // len(PROMPTS) + 1))[:batch]
+
+
+def warm_median(run, batch: int, times: int = 3) -> float:
+    """tokens/s of `run(batch)`: one warm-up call at this batch size, then the median of `times` calls."""
+    run(batch)
+    return statistics.median(run(batch)[0] for _ in range(times))
 
 
 # -- peers, each run as `serving_spine.py --peer NAME` in a child process ----------------------------------------------
@@ -76,8 +82,7 @@ def peer_hf(model_dir: Path, n: int) -> dict:
             out = model.generate(ids, attention_mask=mask, generation_config=cfg)
         return batch * n / (time.perf_counter() - t), out[0, width:].tolist()
 
-    run(1)
-    figures = {f"b{b}": run(b)[0] for b in BATCHES}
+    figures = {f"b{b}": warm_median(run, b) for b in BATCHES}
     return {**figures, "tokens": run(1)[1]}
 
 
@@ -108,8 +113,7 @@ def peer_ct2(model_dir: Path, n: int) -> dict:
                                      include_prompt_in_result=False)
             return sum(len(r.sequences_ids[0]) for r in res) / (time.perf_counter() - t), res[0].sequences_ids[0]
 
-        run(1)
-        out |= {f"{q} b{b}": run(b)[0] for b in BATCHES}
+        out |= {f"{q} b{b}": warm_median(run, b) for b in BATCHES}
         out[f"{q} tokens"] = run(1)[1]
     return out
 
@@ -123,7 +127,8 @@ def peer_glotta(model_dir: Path, n: int) -> dict:
 
         async def one(p: str) -> list[int]:
             ids: list[int] = []
-            req = GenerationRequest(p, n, SamplingParams(top_k=1), StopConditions(stop_on_eod=False))
+            # stream=False: the whole answer at the end, as CTranslate2's generate_batch and HF return it
+            req = GenerationRequest(p, n, SamplingParams(top_k=1), StopConditions(stop_on_eod=False), stream=False)
             async for c in engine.generate(req):
                 ids += c.token_ids
             return ids
@@ -137,9 +142,9 @@ def peer_glotta(model_dir: Path, n: int) -> dict:
     out: dict = {}
     for precision in ("fp32", "int8"):
         engine = OnnxEngine(model_dir, int8=precision == "int8")
-        asyncio.run(run(engine, 1))
-        out |= {f"{precision} b{b}": asyncio.run(run(engine, b))[0] for b in BATCHES}
+        out |= {f"{precision} b{b}": warm_median(lambda b: asyncio.run(run(engine, b)), b) for b in BATCHES}
         out[f"{precision} tokens"] = asyncio.run(run(engine, 1))[1]
+        del engine  # its ONNX Runtime threads must not spin beside the next one
     return out
 
 

@@ -8,7 +8,6 @@ vocabulary (0 for a tokenizer trained by Glotta, 50256 for GPT-2's), so it is al
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 from pathlib import Path
 
@@ -58,23 +57,21 @@ class Tokenizer:
         Streaming decodes with this table and an incremental UTF-8 decoder: O(1) per token, where asking the
         tokenizer to decode a window costs two Rust calls per token and row.
         """
-        spec = json.loads(self.path.read_text(encoding="utf-8"))
-        if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+        if type(self._tok.decoder).__name__ != "ByteLevel":
             return None
         to_byte = {c: b for b, c in _bytes_to_unicode().items()}
         table = [b""] * self.vocab_size
         for token, i in self._tok.get_vocab(with_added_tokens=False).items():
             if i < self.vocab_size:
                 table[i] = bytes(to_byte[c] for c in token if c in to_byte)
-        for added in spec.get("added_tokens", []):
-            if added["id"] < self.vocab_size:
-                table[added["id"]] = added["content"].encode()
+        for i, added in self._tok.get_added_tokens_decoder().items():
+            if i < self.vocab_size:
+                table[i] = added.content.encode()
         return table
 
     @functools.cached_property
     def special_ids(self) -> frozenset[int]:
-        spec = json.loads(self.path.read_text(encoding="utf-8"))
-        return frozenset(a["id"] for a in spec.get("added_tokens", []) if a.get("special"))
+        return frozenset(i for i, t in self._tok.get_added_tokens_decoder().items() if t.special)
 
     def piece(self, token_id: int) -> str:
         """Text of one token on its own (may be U+FFFD when a character spans tokens)."""

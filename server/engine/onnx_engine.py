@@ -71,6 +71,8 @@ class OnnxEngine:
         self.max_context = folder.max_context
         self.model = DecoderSession(engine_graph(model_dir, int8), threads or os.cpu_count() or 1, max_batch,
                                     self.max_context)
+        self.model.prefill([[self.tokenizer.eod_id]], 0)  # warm-up: the first run allocates; no request pays it
+        _ = self.tokenizer.token_bytes, self.tokenizer.special_ids  # the streaming detokenizer's, built now
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens
         self._waiting: collections.deque[_Seq] = collections.deque()
@@ -251,7 +253,7 @@ class OnnxEngine:
             out.append((s, item))
             return
         if s.pending is not None:
-            item = s.pending.merge(item)
+            item = s.pending.absorb(item)
             s.pending = None
         if s.req.stream or item.finish_reason is not None or len(s.generated) <= 1:
             out.append((s, item))

@@ -74,13 +74,17 @@ class Chunk:
     finish_reason: str | None = None  # "length" | "stop" | "eod"
     prompt: PromptInfo | None = None
 
-    def merge(self, later: "Chunk") -> "Chunk":
-        """This chunk followed by `later`, as one (for consumers that only want the end)."""
-        def cat(a: list | None, b: list | None) -> list | None:
-            return None if a is None and b is None else (a or []) + (b or [])
-
-        return Chunk(self.text + later.text, self.token_ids + later.token_ids, cat(self.logprobs, later.logprobs),
-                     cat(self.top_logprobs, later.top_logprobs), later.finish_reason, self.prompt or later.prompt)
+    def absorb(self, later: "Chunk") -> "Chunk":
+        """This chunk followed by `later`, as one, in place (for consumers that only want the end)."""
+        self.text += later.text
+        self.token_ids += later.token_ids
+        if later.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + later.logprobs
+        if later.top_logprobs is not None:
+            self.top_logprobs = (self.top_logprobs or []) + later.top_logprobs
+        self.finish_reason = later.finish_reason
+        self.prompt = self.prompt or later.prompt
+        return self
 
 
 SEED_MAX = 2**64 - 1  # seeds are unsigned 64-bit at every entry: /api, /v1, gRPC and Triton's UINT64 `seed`
