@@ -40,6 +40,7 @@ $(VENV)/.bench-deps: pyproject.toml $(VENV)/.test-deps
 
 bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/serving_spine.py
+	$(BIN)/python benchmarks/scheduling.py
 	$(BIN)/python benchmarks/triton_gateway.py
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/data_prep.py

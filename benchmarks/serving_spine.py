@@ -142,9 +142,10 @@ def peer_glotta(model_dir: Path, n: int) -> dict:
     out: dict = {}
     for precision in ("fp32", "int8"):
         engine = OnnxEngine(model_dir, int8=precision == "int8")
-        out |= {f"{precision} b{b}": warm_median(lambda b: asyncio.run(run(engine, b)), b) for b in BATCHES}
-        out[f"{precision} tokens"] = asyncio.run(run(engine, 1))[1]
-        del engine  # its ONNX Runtime threads must not spin beside the next one
+        measure = lambda b, e=engine: asyncio.run(run(e, b))  # noqa: E731
+        out |= {f"{precision} b{b}": warm_median(measure, b) for b in BATCHES}
+        out[f"{precision} tokens"] = measure(1)[1]
+        del engine, measure  # its ONNX Runtime threads must not spin beside the next one
     return out
 
 

@@ -59,13 +59,20 @@ def _uvicorn_server(config):
     return Server(config)
 
 
+def _policy(a: argparse.Namespace):
+    from glotta.server.engine.scheduling import SchedulerPolicy
+
+    return SchedulerPolicy(max_batch=a.max_batch, max_rows_per_request=a.max_rows_per_request,
+                           prefill_chunk=a.prefill_chunk, prefix_cache_mb=0 if a.no_prefix_cache else a.prefix_cache_mb)
+
+
 def _engines(a: argparse.Namespace, dirs: list[Path]) -> list:
     """One engine per model: embedded ONNX Runtime, or a Triton model of the same name."""
     if a.engine == "onnx":
         from glotta.server.engine.onnx_engine import load_engine
 
         with console.status("loading models" + (" and deriving INT8 engines" if a.int8 else "")):
-            return [load_engine(d, int8=a.int8, threads=a.threads, max_batch=a.max_batch) for d in dirs]
+            return [load_engine(d, int8=a.int8, threads=a.threads, policy=_policy(a)) for d in dirs]
     from glotta.server.engine.triton_engine import TritonEngine
 
     return [TritonEngine(a.triton_url, d) for d in dirs]
@@ -125,9 +132,11 @@ def _serve(a: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from glotta.server.engine.scheduling import SchedulerPolicy
     from glotta.server.limits import Limits
 
     limits = Limits()  # the one place the limits' defaults are written
+    policy = SchedulerPolicy()  # and the scheduler's
     s = sub.add_parser("serve", help="run the REST gateway (PUT /api, /v1/completions, /metrics)")
     s.add_argument("--model", action="append", help="model name in the repository, or a model folder (repeatable; "
                    "default: the shipped fr and es models)")
@@ -136,9 +145,16 @@ def register(sub) -> None:
     s.add_argument("--port", type=int, default=5000, help="REST port")
     s.add_argument("--int8", action="store_true", help="serve INT8 engines (derived and cached at first use)")
     s.add_argument("--threads", type=int, default=int(os.environ.get("GLOTTA_THREADS", "0")) or None,
-                   help="ONNX Runtime threads per model (default: all cores for fp32, half for INT8; "
-                   "$GLOTTA_THREADS)")
-    s.add_argument("--max-batch", type=int, default=64, help="rows in the running batch")
+                   help="ONNX Runtime threads per model (default: all cores; $GLOTTA_THREADS)")
+    s.add_argument("--max-batch", type=int, default=policy.max_batch, help="rows in the running batch")
+    s.add_argument("--max-rows-per-request", type=int, default=policy.max_rows_per_request,
+                   help="rows one request's prompts may hold (default 0: half of --max-batch), so that a giant "
+                   "request never holds the whole batch")
+    s.add_argument("--prefill-chunk", type=int, default=policy.prefill_chunk,
+                   help="prompt tokens computed between two decoding steps (longer prompts are split)")
+    s.add_argument("--prefix-cache-mb", type=int, default=policy.prefix_cache_mb,
+                   help="memory for the KV cache of shared prompt prefixes, per model (LRU)")
+    s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full")
     s.add_argument("--engine", choices=["onnx", "triton"], default="onnx",
                    help="onnx: embedded ONNX Runtime; triton: start tritonserver on the repository and forward to it")
     s.add_argument("--triton-url", action="append", help="use external Triton replicas instead of starting one: gRPC "

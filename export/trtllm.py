@@ -111,6 +111,7 @@ def commands(plan: TrtllmPlan) -> list[list[str]]:
         convert += ["--calib_dataset", str(plan.calib_dir)]
     build = ["trtllm-build", "--checkpoint_dir", str(plan.checkpoint_dir), "--output_dir", str(plan.engine_dir),
              "--gemm_plugin", "auto", "--gpt_attention_plugin", "auto", "--context_fmha", "enable",
+             "--use_paged_context_fmha", "enable",  # what KV-cache reuse across requests needs (the config enables it)
              "--remove_input_padding", "enable", "--kv_cache_type", "paged", "--tokens_per_block",
              str(plan.tokens_per_block), "--max_batch_size", str(plan.max_batch), "--max_input_len",
              str(plan.max_input_len), "--max_seq_len", str(plan.max_seq_len)]

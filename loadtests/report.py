@@ -53,6 +53,10 @@ def summarize(out: Path, run: dict, duration_s: float) -> dict:
         "itl_p95": _exact(samples, "ITL", 95) or _pct(by_type.get("ITL"), "95%"),
         "server_ttft_p50": _quantile(server, "glotta_time_to_first_token_seconds", 0.5),
         "server_e2e_p50": _quantile(server, "glotta_e2e_request_latency_seconds", 0.5),
+        # share of prompt tokens the prefix cache served (few-shot templates share their demonstrations)
+        "prefix_cache_hit": (server.get("glotta_prompt_tokens_cached_total", 0.0)
+                             / server["glotta_prompt_tokens_total"]) if server.get("glotta_prompt_tokens_total") else None,
+        "queue_wait_p50": _quantile(server, "glotta_queue_wait_seconds", 0.5),
     }
 
 
@@ -114,7 +118,8 @@ COLUMNS = [("users", "users", 0), ("requests", "requests", 0), ("failures", "fai
            ("tokens_per_s", "output tok/s", 0), ("p50", "p50 ms", 0), ("p95", "p95 ms", 0), ("p99", "p99 ms", 0),
            ("ttft_p50", "TTFT p50", 1), ("ttft_p95", "TTFT p95", 1), ("itl_p50", "ITL p50", 1),
            ("itl_p95", "ITL p95", 1), ("server_ttft_p50", "server TTFT p50", 1),
-           ("server_e2e_p50", "server e2e p50", 0)]
+           ("server_e2e_p50", "server e2e p50", 0), ("queue_wait_p50", "queue wait p50", 1),
+           ("prefix_cache_hit", "prefix cache hit", 2)]
 
 
 def render_report(out: Path) -> Path:

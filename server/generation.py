@@ -35,6 +35,7 @@ async def stream(engine: Engine, request: GenerationRequest) -> AsyncIterator[Ch
         now = time.perf_counter()
         if chunk.prompt is not None:
             metrics.PROMPT_TOKENS.labels(model).inc(len(chunk.prompt.token_ids))
+            metrics.PROMPT_TOKENS_CACHED.labels(model).inc(chunk.prompt.cached_tokens)
         if chunk.token_ids:
             n_tokens += len(chunk.token_ids)
             if last is None:

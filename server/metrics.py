@@ -14,6 +14,10 @@ TTFT = Histogram("glotta_time_to_first_token_seconds", "Time to first token", ["
 ITL = Histogram("glotta_inter_token_latency_seconds", "Time between tokens", ["model"], buckets=_LATENCY_BUCKETS)
 E2E = Histogram("glotta_e2e_request_latency_seconds", "Generation latency", ["model"], buckets=_LATENCY_BUCKETS)
 PROMPT_TOKENS = Counter("glotta_prompt_tokens_total", "Prompt tokens processed", ["model"])
+PROMPT_TOKENS_CACHED = Counter("glotta_prompt_tokens_cached_total", "Prompt tokens taken from the prefix cache",
+                               ["model"])
+QUEUE_WAIT = Histogram("glotta_queue_wait_seconds", "Time each prompt waited before joining the batch", ["model"],
+                       buckets=_LATENCY_BUCKETS)
 GENERATION_TOKENS = Counter("glotta_generation_tokens_total", "Tokens generated", ["model"])
 BATCH_SIZE = Histogram(
     "glotta_decode_batch_size", "Rows in each decoding step", ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -263,6 +263,7 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
     assert convert[-3:] == ["--use_weight_only", "--weight_only_precision", "int8"]
     assert build[0] == "trtllm-build" and "--weight_sparsity" in build
     assert build[build.index("--kv_cache_type") + 1] == "paged" and build[build.index("--max_seq_len") + 1] == "32"
+    assert build[build.index("--use_paged_context_fmha") + 1] == "enable"  # KV-cache reuse needs it
     assert convert[0] == "python3" and convert[convert.index("--gpt_variant") + 1] == "gpt2"
     for cmd, known in ((convert, CONVERT_FLAGS), (build, BUILD_FLAGS)):
         assert {a for a in cmd if a.startswith("--")} <= known, {a for a in cmd if a.startswith("--")} - known

@@ -51,7 +51,10 @@ def test_other_scenarios_and_comparison(gateway, tmp_path, scenario):
     assert set(summary) == {"target1", "target2"}
     for rows in summary.values():
         assert rows[0]["requests"] > 0 and rows[0]["failures"] == 0
+        if scenario == "templates":  # the few-shot demonstrations come from the prefix cache
+            assert rows[0]["prefix_cache_hit"] > 0.3
     assert "target2 / target1" in (out / "report.html").read_text()
+    assert "prefix cache hit" in (out / "report.html").read_text()
 
 
 def test_request_budget_stops_the_run(gateway, tmp_path):

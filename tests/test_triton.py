@@ -129,7 +129,8 @@ def _metric(url: str, name: str, model: str) -> float:
 
 
 def _cancel_mid_stream(gateway_url: str) -> None:
-    body = {"prompt": "Le", "max_tokens": 400, "temperature": 0, "ignore_eos": True, "stream": True}
+    # 8 rows of the longest generation: the batch takes long enough that the cancellation always arrives first
+    body = {"prompt": ["Le"] * 8, "max_tokens": 510, "temperature": 0, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", gateway_url + "/v1/completions", json=body, timeout=60) as r:
         lines = r.iter_lines()
         got = [next(lines) for _ in range(4)]  # two events and their blank separators
@@ -205,3 +206,21 @@ def _reachable(url: str) -> bool:
         return True
     except httpx.HTTPError:
         return False
+
+
+@pytest.mark.parametrize("fixture", ["gateway", "triton_gateway"])
+def test_prefix_cache_embedded_and_in_triton(request, fixture):
+    """The same few-shot-like prompt twice: the second reads its shared blocks from the cache — in the embedded
+    engine and in the Triton CPU model (whose count reaches the gateway through `prompt_cached_tokens`) — with the
+    same answer, and /metrics counts the cached tokens beside the prompt tokens."""
+    gw = request.getfixturevalue(fixture)
+    url = gw.url + "/metrics"
+    prompt = "Question : quel est le noyau de Debian ? Réponse : Linux. " * 6 + f"Question : {fixture} ?"
+    body = {"prompt": prompt, "max_tokens": 8, "temperature": 0}
+    before = _metric(url, "glotta_prompt_tokens_cached_total", FR), _metric(url, "glotta_prompt_tokens_total", FR)
+    answers = [httpx.post(gw.url + "/v1/completions", json=body, timeout=60).json() for _ in range(2)]
+    assert answers[0]["choices"][0]["text"] == answers[1]["choices"][0]["text"]
+    n = answers[0]["usage"]["prompt_tokens"]
+    cached = _metric(url, "glotta_prompt_tokens_cached_total", FR) - before[0]
+    assert _metric(url, "glotta_prompt_tokens_total", FR) - before[1] == 2 * n
+    assert (n - 1) // 16 * 16 - 16 <= cached <= n - 1  # the second request's full blocks (the first may share some)

@@ -191,6 +191,8 @@ def test_seed_tensor_name_per_trtllm_release():
     assert TARGETS["tensorrtllm"].names["seed"] == "seed"
     assert "random_seed" in (REPO / "glotta-fr-trtllm-engine" / "config.pbtxt").read_text()  # the image we ship for
     assert '"seed"' in render("x", "tensorrtllm", "../t")["x-trtllm-engine"]
+    reuse = 'key: "enable_kv_cache_reuse"\n  value: { string_value: "true" }'
+    assert reuse in render("x", "tensorrtllm-24.10", "../t")["x-trtllm-engine"]  # prefix reuse on the GPU too
 
 
 def test_every_ensemble_and_engine_has_a_version_folder_in_git():

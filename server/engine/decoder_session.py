@@ -64,8 +64,16 @@ class KVCache:
         return [b[start:stop] for b in self.buffers]
 
     def move(self, src: int, dst: int, length: int) -> None:
+        if length == 0:
+            return
         for b in self.buffers:
             b[dst, :, :length] = b[src, :, :length]
+
+    def swap(self, a: int, b: int, length: int) -> None:
+        for buf in self.buffers:
+            tmp = buf[a, :, :length].copy()
+            buf[a, :, :length] = buf[b, :, :length]
+            buf[b, :, :length] = tmp
 
     def read(self, row: int, start: int, stop: int) -> list[np.ndarray]:
         """Copies of one row's cache for tokens [start, stop) (what the prefix cache keeps)."""

@@ -54,6 +54,7 @@ class GenerationRequest:
     add_bos: bool = False
     prevent_newline_after_colon: bool = False
     stream: bool = True  # False: the caller only wants the end, so a remote backend may answer in one message
+    group: str = ""  # the client request this prompt belongs to: rows of one group share the batch fairly with others
 
 
 @dataclass
@@ -61,6 +62,7 @@ class PromptInfo:
     token_ids: list[int]
     logprobs: list[float] | None = None  # len(token_ids) - 1: the first token has no prefix
     top_logprobs: list[dict[str, float]] | None = None
+    cached_tokens: int = 0  # taken from the prefix cache instead of computed
 
 
 @dataclass

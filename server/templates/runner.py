@@ -7,6 +7,7 @@ log-probability. All candidates go to the engine at once, so they share a batch.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from glotta.core.errors import invalid
@@ -25,10 +26,11 @@ class TemplateAnswer:
     word_scores: dict[str, float] = field(default_factory=dict)
 
 
-async def score_continuation(engine: Engine, prompt: str, continuation: str) -> float:
+async def score_continuation(engine: Engine, prompt: str, continuation: str, group: str = "") -> float:
     """log P(continuation | prompt), summed over the continuation's tokens."""
     prompt_len = len(engine.tokenizer.encode(prompt))
-    out = await collect(engine, GenerationRequest(prompt + continuation, 0, prompt_logprobs=True, stream=False))
+    out = await collect(engine, GenerationRequest(prompt + continuation, 0, prompt_logprobs=True, stream=False,
+                                                  group=group))
     if out.prompt_ids[:prompt_len] != engine.tokenizer.encode(prompt):
         raise invalid(f"answer {continuation!r} merges with the end of the prompt into one token", "verbalizer")
     if len(out.prompt_ids) == prompt_len:
@@ -50,7 +52,8 @@ async def run(engine: Engine, template: Template, inputs: dict[str, str], k: int
         if not template.verbalizer:
             raise invalid(f"template {template.name} has no verbalizer: it can only generate", "mode")
         words = [(label, w) for label, ws in template.verbalizer.items() for w in ws]
-        scores = await gather_all(*(score_continuation(engine, prompt, _answer_word(w)) for _, w in words))
+        group = uuid.uuid4().hex  # the candidates share the batch as one request (and the prompt's cached prefix)
+        scores = await gather_all(*(score_continuation(engine, prompt, _answer_word(w), group) for _, w in words))
         word_scores = {w: s for (_, w), s in zip(words, scores)}
         by_label: dict[str, float] = {}
         for (label, _), s in zip(words, scores):

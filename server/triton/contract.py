@@ -44,6 +44,7 @@ GLOTTA_INPUTS = {
     "stop_on_double_eol": ("BOOL", np.bool_, [1]),
     "add_bos": ("BOOL", np.bool_, [1]),
     "prevent_newline_after_colon": ("BOOL", np.bool_, [1]),
+    "request_group": ("BYTES", np.object_, [1]),  # prompts of one client request share the batch fairly
 }
 REQUIRED_INPUTS = ("text_input", "max_tokens")
 STANDARD_OUTPUTS = {
@@ -57,6 +58,7 @@ GLOTTA_OUTPUTS = {
     "prompt_log_probs": ("FP32", np.float32, [-1]),
     "prompt_top_log_probs": ("BYTES", np.object_, [-1]),
     "finish_reason": ("BYTES", np.object_, [1]),  # empty until the last response
+    "prompt_cached_tokens": ("INT32", np.int32, [1]),  # of the prompt, taken from the prefix cache
 }
 ALL_INPUTS = {**STANDARD_INPUTS, **GLOTTA_INPUTS}
 ALL_OUTPUTS = {**STANDARD_OUTPUTS, **GLOTTA_OUTPUTS}
@@ -66,6 +68,7 @@ ALL_OUTPUTS = {**STANDARD_OUTPUTS, **GLOTTA_OUTPUTS}
 # sides cannot disagree.
 _FIELDS: dict[str, tuple[str, bool]] = {
     "text_input": ("prompt", False),
+    "request_group": ("group", False),
     "max_tokens": ("max_new_tokens", False),
     "temperature": ("sampling.temperature", False),
     "top_k": ("sampling.top_k", False),
@@ -118,8 +121,8 @@ def request_to_arrays(req: GenerationRequest, accepted: set[str], decoupled: boo
         if v is None or v == () or (name not in REQUIRED_INPUTS and v == DEFAULTS[name]):
             continue
         if name not in accepted:
-            if name in ("stream", "exclude_input_in_output"):
-                continue  # a non-streaming ensemble answers once, with the generated text only
+            if name in ("stream", "exclude_input_in_output", "request_group"):
+                continue  # a non-streaming ensemble answers once, with the generated text only; grouping is advice
             raise invalid(f"this model does not support `{name}`", name)
         items = list(v) if isinstance(v, tuple) else [v]
         if ALL_INPUTS[name][0] == "BYTES":
@@ -172,6 +175,7 @@ def response_to_arrays(wanted: set[str], text: str, ids: list[int], logprobs: li
             "prompt_ids": lambda: prompt.token_ids,
             "prompt_log_probs": lambda: prompt.logprobs or [],
             "prompt_top_log_probs": lambda: [json.dumps(t).encode() for t in (prompt.top_logprobs or [])],
+            "prompt_cached_tokens": lambda: [prompt.cached_tokens],
         }
     return {name: np.asarray(make(), dtype=ALL_OUTPUTS[name][1]).reshape(-1)
             for name, make in values.items() if not wanted or name in wanted}
@@ -200,4 +204,7 @@ def chunk_from_arrays(get: Callable[[str], np.ndarray | None], first: bool, prom
             logprobs=floats(get("prompt_log_probs")),
             top_logprobs=objects(get("prompt_top_log_probs")),
         )
+        cached = get("prompt_cached_tokens")
+        if cached is not None and cached.size:
+            chunk.prompt.cached_tokens = int(cached.reshape(-1)[0])
     return chunk

@@ -31,9 +31,11 @@ class EngineTarget:
     parameters: dict[str, str] = field(default_factory=dict)  # engine config parameters of this release
 
 
+# enable_kv_cache_reuse: the paged KV blocks of a prompt prefix are reused by later requests (the GPU twin of the CPU
+# engine's prefix cache); it needs engines built with --use_paged_context_fmha enable (export/trtllm.py does).
 _TRTLLM_PARAMS = {"gpt_model_type": "inflight_fused_batching", "batch_scheduler_policy": "guaranteed_no_evict",
                   "kv_cache_free_gpu_mem_fraction": "0.85", "exclude_input_in_output": "true",
-                  "enable_kv_cache_reuse": "false", "max_beam_width": "1"}
+                  "enable_kv_cache_reuse": "true", "max_beam_width": "1"}
 TARGETS = {
     "fastertransformer": EngineTarget(
         "fastertransformer", "triton-inference-server/fastertransformer_backend all_models/gpt/fastertransformer",

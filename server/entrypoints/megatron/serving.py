@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from ...engine.protocol import SEED_MAX, Engine, GenerationRequest, SamplingParams, StopConditions
 from ...generation import collect, gather_all
 from .protocol import MegatronRequest, MegatronResponse
 
 
-def to_engine_request(req: MegatronRequest, prompt: str, index: int) -> GenerationRequest:
+def to_engine_request(req: MegatronRequest, prompt: str, index: int, group: str = "") -> GenerationRequest:
     # reproducible per prompt, batch or not; wraps within the unsigned 64-bit range
     seed = None if req.random_seed == -1 else (req.random_seed + index) % (SEED_MAX + 1)
     return GenerationRequest(
@@ -27,12 +29,14 @@ def to_engine_request(req: MegatronRequest, prompt: str, index: int) -> Generati
         add_bos=req.add_BOS,
         prevent_newline_after_colon=req.prevent_newline_after_colon,
         stream=False,
+        group=group,
     )
 
 
 async def generate(engine: Engine, req: MegatronRequest) -> MegatronResponse:
+    group = uuid.uuid4().hex  # the prompts of this call share the batch fairly with other calls
     results = await gather_all(
-        *(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(req.prompts))
+        *(collect(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(req.prompts))
     )
     texts, segments, logprobs = [], [], []
     for r in results:

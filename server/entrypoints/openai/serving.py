@@ -25,7 +25,7 @@ log = logging.getLogger("glotta.server")
 FINISH_REASONS = {"eod": "stop", "stop": "stop", "length": "length"}
 
 
-def to_engine_request(req: CompletionRequest, prompt: str, index: int) -> GenerationRequest:
+def to_engine_request(req: CompletionRequest, prompt: str, index: int, group: str = "") -> GenerationRequest:
     temperature = 1.0 if req.temperature is None else req.temperature
     want_logprobs = req.logprobs is not None
     return GenerationRequest(
@@ -42,6 +42,7 @@ def to_engine_request(req: CompletionRequest, prompt: str, index: int) -> Genera
         top_logprobs=req.logprobs or 0,
         prompt_logprobs=want_logprobs and req.echo,
         stream=req.stream,
+        group=group,
     )
 
 
@@ -94,8 +95,8 @@ def completion_id() -> str:
 
 
 async def complete_choices(engine: Engine, req: CompletionRequest) -> tuple[list[Choice], Usage]:
-    prompts = req.prompts
-    results = await gather_all(*(collect(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)))
+    prompts, group = req.prompts, uuid.uuid4().hex  # one group: the prompts share the batch fairly with others
+    results = await gather_all(*(collect(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(prompts)))
     choices = [
         _ChoiceBuilder(engine, req, p, i).build(
             r.text, r.token_ids, r.logprobs, r.top_logprobs,
@@ -147,9 +148,9 @@ async def _merge(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int
 async def stream_choices(engine: Engine, req: CompletionRequest) -> AsyncIterator[tuple[Choice, Usage]]:
     """Each streamed choice with the usage so far (final once every choice has its finish_reason). The first item
     is computed before this returns, so a request the engine rejects fails before any byte goes out."""
-    prompts = req.prompts
+    prompts, group = req.prompts, uuid.uuid4().hex
     builders = [_ChoiceBuilder(engine, req, p, i) for i, p in enumerate(prompts)]
-    merged = _merge([stream(engine, to_engine_request(req, p, i)) for i, p in enumerate(prompts)])
+    merged = _merge([stream(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(prompts)])
     first = await anext(merged)
     counts = usage(0, 0)
 

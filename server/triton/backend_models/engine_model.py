@@ -20,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from glotta.core.errors import ErrorKind, GlottaError
 from glotta.server.engine.onnx_engine import OnnxEngine
+from glotta.server.engine.scheduling import SchedulerPolicy
 from glotta.server.triton.contract import request_from_arrays, response_to_arrays
 
 CANCEL_CHECK_S = 0.02
@@ -57,7 +58,7 @@ class TritonPythonModel:
             name=args["model_name"],
             int8=params.get("precision", "fp32") == "int8",
             threads=int(params.get("threads") or 0) or None,
-            max_batch=int(params.get("max_batch") or 64),
+            policy=SchedulerPolicy.from_params(params),
         )
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="glotta-triton-loop", daemon=True)
