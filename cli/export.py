@@ -27,14 +27,47 @@ class Exporter(Protocol):
 
 
 def tokenizer_dir(a: argparse.Namespace) -> Path:
-    """The tokenizer an export ships and takes its special tokens from: --tokenizer, else one saved beside the
-    checkpoint; never guessed."""
+    """The tokenizer an export ships and takes its special tokens from: --tokenizer, else the vocab/merge files the
+    checkpoint's Megatron args name (when they exist here), else one saved beside the checkpoint; never guessed."""
     if a.tokenizer:
         return Path(a.tokenizer)
+    named = _tokenizer_from_args(Path(a.source))
+    if named is not None:
+        return named
     if (Path(a.source) / "tokenizer.json").is_file():
         return Path(a.source)
     raise invalid(f"no tokenizer for {a.source}: pass --tokenizer DIR (the folder holding the model's tokenizer.json, "
-                  "as written by `glotta tokenizer train`)", "tokenizer")
+                  "as written by `glotta tokenizer train`); the checkpoint's args name no vocab/merge files found here",
+                  "tokenizer")
+
+
+def _tokenizer_from_args(source: Path) -> Path | None:
+    """A tokenizer.json built from the GPT-2 vocab.json + merges.txt that the checkpoint was trained with."""
+    from glotta.core.megatron.checkpoint import is_checkpoint, iteration_dir, load
+    from glotta.core.paths import cache_dir
+
+    if not is_checkpoint(source):
+        return None
+    files = sorted(iteration_dir(source).glob("mp_rank_*/model_optim_rng.pt"))
+    args = load(files[0]).get("args") if files else None
+    vocab, merges = (getattr(args, "vocab_file", None), getattr(args, "merge_file", None)) if args else (None, None)
+    if not (vocab and merges and Path(vocab).is_file() and Path(merges).is_file()):
+        return None
+    import hashlib
+    import shutil
+
+    from tokenizers import ByteLevelBPETokenizer
+
+    digest = hashlib.sha256(Path(vocab).read_bytes() + Path(merges).read_bytes()).hexdigest()[:16]
+    out = cache_dir() / "tokenizers" / digest
+    if not (out / "tokenizer.json").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        ByteLevelBPETokenizer(vocab, merges).save(str(out / "tokenizer.json.tmp"))
+        shutil.copy(vocab, out / "vocab.json")
+        shutil.copy(merges, out / "merges.txt")
+        (out / "tokenizer.json.tmp").replace(out / "tokenizer.json")
+    console.print(f"tokenizer: the checkpoint's --vocab-file {vocab} and --merge-file {merges}")
+    return out
 
 
 def checkpoint_arguments(p: argparse.ArgumentParser, tokenizer_help: str) -> None:
@@ -141,7 +174,8 @@ class HuggingFace:
 
 
 class Onnx:
-    name, help = "onnx", "Megatron checkpoint → served model folder (ONNX with KV cache, tokenizer, Triton config)"
+    name, help = "onnx", ("Megatron checkpoint or Hugging Face folder (GPT-2, Llama) → served model folder (ONNX, "
+                          "tokenizer, Triton config)")
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         checkpoint_arguments(p, "the served model's tokenizer")
@@ -152,8 +186,13 @@ class Onnx:
         from glotta.core.megatron.reader import to_hf
         from glotta.core.model_folder import ModelFolder
         from glotta.export.onnx_export import export_gpt2_onnx
+        from glotta.server.engine.hf_import import convert_hf_folder, is_hf_folder
         from glotta.server.triton.config_writers.cpu import write_model
 
+        if is_hf_folder(a.source):  # a Hugging Face GPT-2 or Llama folder: weights, tokenizer and its special tokens
+            out = convert_hf_folder(a.source, a.output)
+            console.print(f"wrote {out}: serve it with `glotta serve --model {out}`")
+            return 0
         tok = tokenizer_dir(a)
         merged, shape = read_checkpoint(a, tok)
         out = Path(a.output)

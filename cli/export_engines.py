@@ -121,15 +121,18 @@ class TrtLLM:
                           engine_dir=Path(a.engine_dir) if a.engine_dir else out / "engine", tp=a.tp, quant=a.quant,
                           sparse=a.sparse, max_batch=a.max_batch, max_input_len=a.max_input_len,
                           max_seq_len=a.max_seq_len, int8_kv_cache=a.int8_kv_cache, calib_dataset=a.calib_dataset)
-        tok = Path(a.tokenizer) if a.tokenizer else None
+        from glotta.core.tokenizer import Tokenizer
+
+        tok = tokenizer_dir(a)
         merged, shape = read_checkpoint(a, tok)
         validate(plan, shape)
-        to_hf(merged, shape).save_pretrained(plan.hf_dir, safe_serialization=True)
+        hf = to_hf(merged, shape)
+        hf.config.bos_token_id = hf.config.eos_token_id = Tokenizer(tok).eod_id  # TRT-LLM's end_id: the tokenizer's
+        hf.save_pretrained(plan.hf_dir, safe_serialization=True)
         if plan.calibrates:
             n = write_calibration(plan)
             console.print(f"calibration: {n} texts of {plan.calib_dataset} → {plan.calib_dir} (read offline)")
-        if tok is not None:
-            copy_tokenizer_files(tok, plan.hf_dir)
+        copy_tokenizer_files(tok, plan.hf_dir)
         build = out / "build.sh"
         build.write_text(script(plan))
         build.chmod(0o755)

@@ -59,6 +59,21 @@ def _uvicorn_server(config):
     return Server(config)
 
 
+def _model_dir(spec: str, triton: bool) -> Path:
+    """A model folder — or a Hugging Face folder (GPT-2 or Llama), converted once into the cache."""
+    from glotta.core.errors import invalid
+    from glotta.core.model_folder import resolve_model
+    from glotta.server.engine.hf_import import cached_hf_model, is_hf_folder
+
+    if not is_hf_folder(spec):
+        return resolve_model(spec)
+    if triton:
+        raise invalid(f"{spec} is a Hugging Face folder: Triton serves from its repository, so write it there first "
+                      f"(`glotta export onnx {spec} --output model_repository/{Path(spec).name}`)", "model")
+    with console.status(f"converting {spec} (once; cached by content)"):
+        return cached_hf_model(spec)
+
+
 def _policy(a: argparse.Namespace):
     from glotta.server.engine.scheduling import SchedulerPolicy
 
@@ -81,7 +96,6 @@ def _engines(a: argparse.Namespace, dirs: list[Path]) -> list:
 def _serve(a: argparse.Namespace) -> int:
     import uvicorn
 
-    from glotta.core.model_folder import resolve_model
     from glotta.core.paths import model_repository
     from glotta.server.app import create_app
     from glotta.server.limits import Limits
@@ -96,7 +110,7 @@ def _serve(a: argparse.Namespace) -> int:
         limits = Limits(max_body_bytes=a.max_body_bytes, max_inflight=a.max_inflight,
                         queue_timeout_s=a.queue_timeout, request_timeout_s=a.request_timeout)
         templates = load_library(*(a.templates or []))
-        dirs = [resolve_model(s) for s in (a.model or DEFAULT_MODELS)]
+        dirs = [_model_dir(s, a.engine == "triton" or bool(a.triton_url)) for s in (a.model or DEFAULT_MODELS)]
         if a.triton_url:
             a.engine = "triton"
         elif a.engine == "triton":  # launch our own server on the repository, with just the served models

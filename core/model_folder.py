@@ -64,7 +64,7 @@ class ModelFolder:
         return self.path / self.meta.get("tokenizer", "tokenizer.json")
 
     def tokenizer(self) -> Tokenizer:
-        return Tokenizer(self.tokenizer_path)
+        return Tokenizer(self.tokenizer_path, self.meta.get("eod_token"), self.meta.get("bos_token"))
 
 
 def resolve_model(spec: str, repository: Path | None = None) -> Path:

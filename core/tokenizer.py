@@ -21,7 +21,9 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
 
 
 class Tokenizer:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, eod_token: str | None = None, bos_token: str | None = None) -> None:
+        """`eod_token`: the end-of-document token's text (default `<|endoftext|>`, GPT-2's and Megatron's);
+        `bos_token`: a token every prompt starts with (Llama-family tokenizers), or None."""
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
@@ -29,10 +31,16 @@ class Tokenizer:
             raise invalid(f"{path}: no tokenizer.json (pass the folder that holds the model's tokenizer)", "tokenizer")
         self.path = path
         self._tok = HFTokenizer.from_file(str(path))
-        eod = self._tok.token_to_id(EOD_TOKEN)
+        eod_token = eod_token or EOD_TOKEN
+        eod = self._tok.token_to_id(eod_token)
         if eod is None:
-            raise invalid(f"{path}: tokenizer has no {EOD_TOKEN} token", "tokenizer")
+            raise invalid(f"{path}: tokenizer has no {eod_token} token", "tokenizer")
         self.eod_id: int = eod
+        self.bos_id: int | None = None
+        if bos_token is not None:
+            self.bos_id = self._tok.token_to_id(bos_token)
+            if self.bos_id is None:
+                raise invalid(f"{path}: tokenizer has no {bos_token} token", "tokenizer")
         self.vocab_size: int = self._tok.get_vocab_size()
         self._piece_cache: dict[int, str] = {}
         # Megatron hard-codes GPT-2's ids (":" then 198/628 for newlines); ours depend on the vocabulary. A colon token

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,30 @@ def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, referen
     assert "num_attention_heads:4\n" in (folder / "args.txt").read_text()
 
 
+def test_exports_take_the_tokenizer_the_checkpoint_args_name(tmp_path, tp2_checkpoint, tokenizer):
+    """No --tokenizer, none beside the checkpoint, but its Megatron args name --vocab-file / --merge-file that exist:
+    FasterTransformer's start/end ids and the TRT-LLM folder's eos come from that tokenizer."""
+    ck = tmp_path / "ck"
+    shutil.copytree(tp2_checkpoint, ck)
+    for f in ck.glob("*/mp_rank_*/model_optim_rng.pt"):
+        state = torch.load(f, weights_only=False)
+        state["args"].vocab_file, state["args"].merge_file = str(tokenizer / "vocab.json"), str(tokenizer / "merges.txt")
+        torch.save(state, f)
+    env = {**os.environ, "GLOTTA_CACHE": str(tmp_path / "cache")}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.cli", "export", *a],  # noqa: E731
+                                    capture_output=True, text=True, env=env)
+    r = run("fastertransformer", str(ck), "--output", str(tmp_path / "ft"), "--infer-gpus", "2")
+    assert r.returncode == 0, r.stderr
+    assert "--vocab-file" in r.stdout
+    ini = (tmp_path / "ft" / "2-gpu" / "config.ini").read_text()
+    assert "end_id = 0" in ini and "start_id = 0" in ini
+    r = run("trtllm", str(ck), "--output", str(tmp_path / "trt"), "--max-input-len", "16", "--max-seq-len", "32")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "trt" / "hf-gpt2" / "config.json").read_text())
+    assert cfg["eos_token_id"] == cfg["bos_token_id"] == Tokenizer(tokenizer).eod_id
+    assert (tmp_path / "trt" / "hf-gpt2" / "tokenizer.json").is_file()
+
+
 def test_fastertransformer_cli_fp16_triton_folder_and_refusals(tmp_path, tp2_checkpoint, tokenizer):
     out = tmp_path / "glotta-x-ft-engine"
     run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.cli", "export", *a],  # noqa: E731
@@ -253,7 +278,7 @@ BUILD_FLAGS = {"--checkpoint_dir", "--model_config", "--build_config", "--model_
                "--use_paged_context_fmha", "--multiple_profiles", "--use_fused_mlp", "--reduce_fusion"}
 
 
-def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
+def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint, tokenizer):
     plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", tp=2, quant="int8-wo", sparse=True,
                       max_input_len=16, max_seq_len=32)
     shape = GPTShape(hidden=128, heads=4, positions=32, layers=2, vocab=300)
@@ -275,9 +300,11 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
             validate(TrtllmPlan(tmp_path, tmp_path, tmp_path, **{"max_input_len": 16, "max_seq_len": 32, **bad}),
                      shape)
     out = tmp_path / "trtllm"
-    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint),
-                        "--output", str(out), "--tp", "2", "--quant", "int8-wo", "--max-input-len", "16",
-                        "--max-seq-len", "32", "--run"], capture_output=True, text=True)
+    base = [sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint), "--output", str(out)]
+    r = subprocess.run(base, capture_output=True, text=True)
+    assert r.returncode == 2 and "pass --tokenizer DIR" in r.stderr  # its end id is never guessed
+    r = subprocess.run([*base, "--tokenizer", str(tokenizer), "--tp", "2", "--quant", "int8-wo", "--max-input-len",
+                        "16", "--max-seq-len", "32", "--run"], capture_output=True, text=True)
     hf = out / "hf-gpt2"  # TRT-LLM v0.14 guesses the variant from the folder's name, and it is given explicitly too
     assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
     text = (out / "build.sh").read_text()
@@ -290,7 +317,7 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint):
     assert missing.returncode == 2 and "TRTLLM_GPT_EXAMPLE" in missing.stderr  # says what to set, runs nothing
 
 
-def test_trtllm_calibration_works_offline_with_a_local_file(tmp_path, tp2_checkpoint):
+def test_trtllm_calibration_works_offline_with_a_local_file(tmp_path, tp2_checkpoint, tokenizer):
     """TensorRT-LLM v0.14 calibrates for SmoothQuant and the INT8 KV cache from --calib_dataset (default `lambada`, a
     Hub download); tensorrt_llm/models/convert_utils.py load_calib_dataset reads a local folder only when its name
     contains `lambada` (split `validation`, key `text`) or `cnn_dailymail`."""
@@ -299,7 +326,7 @@ def test_trtllm_calibration_works_offline_with_a_local_file(tmp_path, tp2_checkp
     out = tmp_path / "trtllm"
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint), "--output",
                         str(out), "--int8-kv-cache", "--calib-dataset", str(texts), "--max-input-len", "16",
-                        "--max-seq-len", "32"], capture_output=True, text=True)
+                        "--max-seq-len", "32", "--tokenizer", str(tokenizer)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     calib = out / "calib" / "lambada" / "validation.jsonl"
     rows = [json.loads(line) for line in calib.read_text().splitlines()]

@@ -145,7 +145,7 @@ def build_decoder(spec: DecoderSpec, weights: dict[str, np.ndarray], int8: bool 
             name=f"GroupQueryAttention_{i}", domain=MS, num_heads=spec.n_head, kv_num_heads=spec.n_kv_head,
             do_rotary=int(not gpt2), rotary_interleaved=0))
         o = b.matmul(attn, f"{i}.o.w")
-        x, h = skip_norm(o, h, f"{i}.ln2", f"{i}.o.b" if gpt2 else None)
+        x, h = skip_norm(o, h, f"{i}.ln2", f"{i}.o.b" if f"{i}.o.b" in weights else None)
         if gpt2:
             up = b.matmul(x, f"{i}.up.w")
             act = b.op("FastGelu", [up, b.w(f"{i}.up.b")], domain=MS)[0]

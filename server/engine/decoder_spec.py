@@ -134,6 +134,8 @@ def llama_weights(state: dict[str, np.ndarray], n_layer: int) -> dict[str, np.nd
         if a + "q_proj.bias" in state:
             w[f"{i}.qkv.b"] = np.concatenate([get(a + f"{x}_proj.bias") for x in "qkv"])
         w[f"{i}.o.w"] = t(a + "o_proj.weight")
+        if a + "o_proj.bias" in state:
+            w[f"{i}.o.b"] = get(a + "o_proj.bias")
         w[f"{i}.ln1.w"] = get(p + "input_layernorm.weight")
         w[f"{i}.ln2.w"] = get(p + "post_attention_layernorm.weight")
         w[f"{i}.up.w"] = np.concatenate([t(p + "mlp.gate_proj.weight"), t(p + "mlp.up_proj.weight")], axis=1)
@@ -159,6 +161,12 @@ def spec_from_hf_config(cfg: dict) -> DecoderSpec:
     if arch == "LlamaForCausalLM" or arch == "llama":
         if cfg.get("hidden_act", "silu") != "silu":
             raise invalid(f"hidden_act {cfg['hidden_act']!r} is not supported for Llama (silu only)", "hidden_act")
+        if cfg.get("mlp_bias"):
+            raise invalid("Llama with mlp_bias is not supported", "mlp_bias")
+        # transformers ≥ 5 writes rope_parameters {rope_theta, rope_type, ...}; earlier ones rope_theta + rope_scaling
+        rope = dict(cfg.get("rope_parameters") or {})
+        theta = rope.pop("rope_theta", cfg.get("rope_theta", 10000.0))
+        scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
         return DecoderSpec(
             family="llama",
             vocab_size=cfg["vocab_size"],
@@ -169,8 +177,8 @@ def spec_from_hf_config(cfg: dict) -> DecoderSpec:
             n_positions=cfg.get("max_position_embeddings", 2048),
             intermediate_size=cfg["intermediate_size"],
             norm_eps=cfg.get("rms_norm_eps", 1e-6),
-            rope_theta=cfg.get("rope_theta", 10000.0),
-            rope_scaling=cfg.get("rope_scaling"),
+            rope_theta=theta,
+            rope_scaling=scaling,
             head_dim=cfg.get("head_dim") or 0,
         )
     raise invalid(

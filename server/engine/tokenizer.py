@@ -62,6 +62,8 @@ def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int
         except UnicodeEncodeError:  # JSON can carry lone surrogates ("\udb5b"), which no tokenizer can encode
             raise invalid(f"{field} is not valid Unicode text (lone surrogate)", field) from None
     ids = tokenizer.encode(req.prompt)
+    if tokenizer.bos_id is not None:  # the model was trained with every sequence starting so
+        ids = [tokenizer.bos_id, *ids]
     if req.add_bos:
         ids = [tokenizer.eod_id, *ids]
     if not ids:

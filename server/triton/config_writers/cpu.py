@@ -49,8 +49,9 @@ output [
 """
 
 
-def write_model(folder: Path) -> None:
-    (folder / "config.pbtxt").write_text(render_cpu_config(folder.name))
+def write_model(folder: Path, name: str | None = None) -> None:
+    """Triton's files for a model folder; `name` when the folder is written under a temporary name."""
+    (folder / "config.pbtxt").write_text(render_cpu_config(name or folder.name))
     (folder / "1").mkdir(exist_ok=True)
     (folder / "1" / "model.py").write_text(MODEL_PY)
 

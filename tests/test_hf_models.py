@@ -1,0 +1,165 @@
+"""Hugging Face folders served as they are: GPT-2 and Llama (RoPE with scaling, SwiGLU, RMSNorm, grouped KV heads,
+untied head), built here with random peaked weights, against transformers on the same weights."""
+
+import asyncio
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from glotta.core.errors import GlottaError
+from glotta.server.engine.hf_import import cached_hf_model, convert_hf_folder, is_hf_folder, read_safetensors
+from glotta.server.engine.onnx_engine import OnnxEngine
+from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
+from glotta.server.triton.launcher import TritonServer
+
+from .conftest import FR, REPO, Gateway, free_port
+
+PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
+TOKENIZER = REPO / FR / "tokenizer.json"  # ids 0 = <|endoftext|>
+
+
+def _peak(model, scale: float) -> None:
+    """Larger random weights: greedy choices far from ties, and text that wanders over many tokens."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0, scale)
+
+
+def _save(model, path):
+    model.save_pretrained(path, safe_serialization=True)
+    shutil.copy(TOKENIZER, path / "tokenizer.json")
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(vocab_size=8192, n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=0,
+                     eos_token_id=0)
+    model = GPT2LMHeadModel(cfg).eval()
+    _peak(model, 0.3)
+    return _save(model, tmp_path_factory.mktemp("hf") / "tiny-gpt2"), model
+
+
+@pytest.fixture(scope="module")
+def hf_llama(tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=8192, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rope_theta=50000.0,
+                      rope_scaling={"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
+                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+                      tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, rms_norm_eps=1e-5)
+    model = LlamaForCausalLM(cfg).eval()
+    _peak(model, 0.25)
+    return _save(model, tmp_path_factory.mktemp("hf") / "tiny-llama"), model
+
+
+def _hf_greedy(model, ids, n):
+    cfg = copy.deepcopy(model.generation_config)
+    cfg.eos_token_id, cfg.pad_token_id, cfg.do_sample, cfg.max_new_tokens = [], 0, False, n  # [] : never stop
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             generation_config=cfg)
+    return out[0, len(ids):].tolist()
+
+
+async def _engine_run(engine, n):
+    await engine.start()
+    try:
+        async def one(p):
+            ids, lp = [], None
+            req = GenerationRequest(p, n, SamplingParams(top_k=1), StopConditions(stop_on_eod=False),
+                                    prompt_logprobs=True)
+            async for c in engine.generate(req):
+                ids += c.token_ids
+                lp = c.prompt.logprobs if c.prompt is not None else lp
+            return ids, lp
+        return await asyncio.gather(*(one(p) for p in PROMPTS))
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("which", ["hf_gpt2", "hf_llama"])
+def test_hf_folder_serves_like_transformers(request, tmp_path, monkeypatch, which):
+    src, model = request.getfixturevalue(which)
+    monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
+    assert is_hf_folder(src)
+    served = cached_hf_model(src)
+    assert served.is_relative_to(tmp_path / "cache") and cached_hf_model(src) == served  # converted once
+    meta = json.loads((served / "glotta.json").read_text())
+    assert meta["architecture"] == which.removeprefix("hf_") and meta["eod_token"] == "<|endoftext|>"
+    engine = OnnxEngine(served, threads=1)
+    tok = engine.tokenizer
+    results = asyncio.run(_engine_run(engine, 24))
+    distinct = set()
+    for prompt, (ids, prompt_lp) in zip(PROMPTS, results):
+        prompt_ids = tok.encode(prompt)
+        assert ids == _hf_greedy(model, prompt_ids, 24), prompt
+        distinct |= set(ids)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids])).logits[0]
+        ref = torch.log_softmax(logits, -1)[torch.arange(len(prompt_ids) - 1), torch.tensor(prompt_ids[1:], dtype=torch.long)]
+        np.testing.assert_allclose(prompt_lp, ref.numpy(), atol=1e-4)
+    assert len(distinct) > 15, "the test model is too repetitive to prove parity"
+
+
+def test_llama_bf16_weights_and_int8(hf_llama, tmp_path, monkeypatch):
+    """A bfloat16 checkpoint (what Llama-family models ship) reads as the same weights rounded; INT8 serves it."""
+    src, model = hf_llama
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    bf16 = _save(half, tmp_path / "bf16")
+    tensors = read_safetensors(bf16 / "model.safetensors")
+    w = half.model.layers[0].self_attn.k_proj.weight.detach().float().numpy()
+    np.testing.assert_array_equal(tensors["model.layers.0.self_attn.k_proj.weight"], w)
+    monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
+    out = convert_hf_folder(bf16, tmp_path / "repo" / "llama-bf16")
+    (ids, _), *_ = asyncio.run(_engine_run(OnnxEngine(out, threads=1, int8=True), 8))
+    assert len(ids) == 8
+
+
+def test_unsupported_architecture_names_the_supported_ones(hf_gpt2, tmp_path):
+    src, _ = hf_gpt2
+    other = tmp_path / "bert"
+    shutil.copytree(src, other)
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "architectures": ["BertForMaskedLM"]}))
+    with pytest.raises(GlottaError, match="GPT2LMHeadModel, LlamaForCausalLM"):
+        convert_hf_folder(other, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_llama_folder_through_export_and_triton(hf_llama, tmp_path):
+    """`glotta export onnx HF_DIR --output REPO/NAME` writes a folder Triton serves; greedy text over HTTP equals
+    HF generate's."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    src, model = hf_llama
+    repo = tmp_path / "repo"
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "onnx", str(src), "--output",
+                        str(repo / "tiny-llama")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    server = TritonServer(repo, ["tiny-llama"], free_port(), free_port(), free_port(), workdir=tmp_path / "t").start()
+    gw = Gateway(["--model", "tiny-llama", "--triton-url", server.grpc_url], tmp_path / "serve.log",
+                 env={"GLOTTA_MODEL_REPOSITORY": str(repo)})
+    try:
+        from glotta.core.model_folder import ModelFolder
+
+        tok = ModelFolder.open(repo / "tiny-llama").tokenizer()
+        for prompt in PROMPTS[:2]:
+            body = {"prompt": prompt, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
+            text = httpx.post(gw.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
+            assert text == tok.decode(_hf_greedy(model, tok.encode(prompt), 16), skip_special=True)
+    finally:
+        gw.stop()
+        server.stop()
