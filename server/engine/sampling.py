@@ -31,8 +31,14 @@ class Sampler:
 
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
-        self.rng = np.random.default_rng(params.seed)
+        self._rng: np.random.Generator | None = None  # made at the first draw: greedy requests never pay for one
         self.top_p = params.top_p
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.params.seed)
+        return self._rng
 
     def choose(self, logits: np.ndarray) -> int:
         p = self.params
