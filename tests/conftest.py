@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from glotta.clients.local_gateway import LocalGateway
@@ -110,3 +111,34 @@ def test_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("models") / "random-gpt"
     model, tok = build_test_model(out)
     return out, model, tok
+
+
+def hf_greedy(model, ids: list[int], n: int) -> list[int]:
+    """HF `generate`, greedy, exactly n tokens (no end-of-text stop: the engine is told the same)."""
+    import copy
+
+    import torch
+
+    cfg = copy.deepcopy(model.generation_config)
+    cfg.eos_token_id, cfg.pad_token_id, cfg.do_sample, cfg.max_new_tokens = [], 0, False, n  # []: never stop
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             generation_config=cfg)
+    return out[0, len(ids):].tolist()
+
+
+def assert_hf_parity(model, tok, prompts: list[str], results: list, n: int, min_distinct: int) -> None:
+    """Each (generated ids, prompt log-probs) of the engine equals HF's greedy tokens and prompt log-probs."""
+    import torch
+
+    distinct = set()
+    for prompt, (ids, prompt_lp) in zip(prompts, results):
+        prompt_ids = tok.encode(prompt)
+        assert ids == hf_greedy(model, prompt_ids, n), prompt
+        distinct |= set(ids)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids])).logits[0]
+        targets = torch.tensor(prompt_ids[1:], dtype=torch.long)
+        ref = torch.log_softmax(logits, -1)[torch.arange(len(prompt_ids) - 1), targets]
+        np.testing.assert_allclose(prompt_lp, ref.numpy(), atol=1e-4)
+    assert len(distinct) > min_distinct, "the test model is too repetitive to prove parity"

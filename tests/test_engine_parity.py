@@ -13,7 +13,7 @@ from glotta.server.engine.engine_graph import engine_graph
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
-from .conftest import FR, REPO, build_test_model
+from .conftest import FR, REPO, assert_hf_parity, build_test_model
 
 PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
 
@@ -34,32 +34,12 @@ async def _run(engine, prompts, n, **kw):
         await engine.stop()
 
 
-def hf_greedy(model, ids, n):
-    cfg = copy.deepcopy(model.generation_config)
-    cfg.eos_token_id, cfg.pad_token_id, cfg.do_sample = None, 0, False  # run all n steps, as the engine is told to
-    cfg.max_new_tokens = n
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             generation_config=cfg)
-    return out[0, len(ids):].tolist()
-
-
 def test_greedy_tokens_equal_hf_generate(test_model):
     path, model, tok = test_model
     engine = OnnxEngine(path, threads=1)
     no_eod = StopConditions(stop_on_eod=False)
     results = asyncio.run(_run(engine, PROMPTS, 30, stop=no_eod, prompt_logprobs=True))
-    distinct = set()
-    for prompt, (ids, prompt_lp) in zip(PROMPTS, results):
-        prompt_ids = tok.encode(prompt)
-        expected = hf_greedy(model, prompt_ids, 30)
-        assert ids == expected, prompt
-        distinct |= set(ids)
-        with torch.no_grad():
-            logits = model(torch.tensor([prompt_ids])).logits[0]
-        ref = torch.log_softmax(logits, -1)[torch.arange(len(prompt_ids) - 1), torch.tensor(prompt_ids[1:], dtype=torch.long)]
-        np.testing.assert_allclose(prompt_lp, ref.numpy(), atol=1e-4)
-    assert len(distinct) > 20, "the test model is too repetitive to prove parity"
+    assert_hf_parity(model, tok, PROMPTS, results, 30, min_distinct=20)
 
 
 def test_fp16_storage_halves_the_file_and_keeps_parity(tmp_path, test_model):

@@ -16,7 +16,7 @@ from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 from glotta.server.triton.launcher import TritonServer
 
-from .conftest import FR, REPO, Gateway, free_port
+from .conftest import FR, REPO, Gateway, assert_hf_parity, free_port, hf_greedy
 
 PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
 TOKENIZER = REPO / FR / "tokenizer.json"  # ids 0 = <|endoftext|>
@@ -62,15 +62,6 @@ def hf_llama(tmp_path_factory):
     return _save(model, tmp_path_factory.mktemp("hf") / "tiny-llama"), model
 
 
-def _hf_greedy(model, ids, n):
-    cfg = copy.deepcopy(model.generation_config)
-    cfg.eos_token_id, cfg.pad_token_id, cfg.do_sample, cfg.max_new_tokens = [], 0, False, n  # [] : never stop
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                             generation_config=cfg)
-    return out[0, len(ids):].tolist()
-
-
 async def _engine_run(engine, n):
     await engine.start()
     try:
@@ -97,18 +88,8 @@ def test_hf_folder_serves_like_transformers(request, tmp_path, monkeypatch, whic
     meta = json.loads((served / "glotta.json").read_text())
     assert meta["architecture"] == which.removeprefix("hf_") and meta["eod_token"] == "<|endoftext|>"
     engine = OnnxEngine(served, threads=1)
-    tok = engine.tokenizer
     results = asyncio.run(_engine_run(engine, 24))
-    distinct = set()
-    for prompt, (ids, prompt_lp) in zip(PROMPTS, results):
-        prompt_ids = tok.encode(prompt)
-        assert ids == _hf_greedy(model, prompt_ids, 24), prompt
-        distinct |= set(ids)
-        with torch.no_grad():
-            logits = model(torch.tensor([prompt_ids])).logits[0]
-        ref = torch.log_softmax(logits, -1)[torch.arange(len(prompt_ids) - 1), torch.tensor(prompt_ids[1:], dtype=torch.long)]
-        np.testing.assert_allclose(prompt_lp, ref.numpy(), atol=1e-4)
-    assert len(distinct) > 15, "the test model is too repetitive to prove parity"
+    assert_hf_parity(model, engine.tokenizer, PROMPTS, results, 24, min_distinct=15)
 
 
 def test_llama_bf16_weights_and_int8(hf_llama, tmp_path, monkeypatch):
@@ -159,7 +140,7 @@ def test_llama_folder_through_export_and_triton(hf_llama, tmp_path):
         for prompt in PROMPTS[:2]:
             body = {"prompt": prompt, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
             text = httpx.post(gw.url + "/v1/completions", json=body, timeout=60).json()["choices"][0]["text"]
-            assert text == tok.decode(_hf_greedy(model, tok.encode(prompt), 16), skip_special=True)
+            assert text == tok.decode(hf_greedy(model, tok.encode(prompt), 16), skip_special=True)
     finally:
         gw.stop()
         server.stop()

@@ -103,22 +103,14 @@ def gpt2_weights(state: dict[str, np.ndarray], n_layer: int) -> dict[str, np.nda
     }
     w["lm_head"] = np.ascontiguousarray((w["embed"] if head is None else np.asarray(head, np.float32)).T)
     for i in range(n_layer):
-        p = f"h.{i}."
-        w |= {
-            f"{i}.ln1.w": get(p + "ln_1.weight"),
-            f"{i}.ln1.b": get(p + "ln_1.bias"),
-            f"{i}.qkv.w": get(p + "attn.c_attn.weight"),
-            f"{i}.qkv.b": get(p + "attn.c_attn.bias"),
-            f"{i}.o.w": get(p + "attn.c_proj.weight"),
-            f"{i}.o.b": get(p + "attn.c_proj.bias"),
-            f"{i}.ln2.w": get(p + "ln_2.weight"),
-            f"{i}.ln2.b": get(p + "ln_2.bias"),
-            f"{i}.up.w": get(p + "mlp.c_fc.weight"),
-            f"{i}.up.b": get(p + "mlp.c_fc.bias"),
-            f"{i}.down.w": get(p + "mlp.c_proj.weight"),
-            f"{i}.down.b": get(p + "mlp.c_proj.bias"),
-        }
+        w |= {f"{i}.{ours}": get(f"h.{i}.{theirs}") for ours, theirs in _GPT2_LAYER.items()}
     return w
+
+
+_GPT2_LAYER = {"ln1.w": "ln_1.weight", "ln1.b": "ln_1.bias", "qkv.w": "attn.c_attn.weight", "qkv.b": "attn.c_attn.bias",
+               "o.w": "attn.c_proj.weight", "o.b": "attn.c_proj.bias", "ln2.w": "ln_2.weight", "ln2.b": "ln_2.bias",
+               "up.w": "mlp.c_fc.weight", "up.b": "mlp.c_fc.bias", "down.w": "mlp.c_proj.weight",
+               "down.b": "mlp.c_proj.bias"}
 
 
 def llama_weights(state: dict[str, np.ndarray], n_layer: int) -> dict[str, np.ndarray]:
