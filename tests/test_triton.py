@@ -129,8 +129,8 @@ def _metric(url: str, name: str, model: str) -> float:
 
 
 def _cancel_mid_stream(gateway_url: str) -> None:
-    # 8 rows of the longest generation: the batch takes long enough that the cancellation always arrives first
-    body = {"prompt": ["Le"] * 8, "max_tokens": 510, "temperature": 0, "ignore_eos": True, "stream": True}
+    # 32 rows of the longest generation: the batch takes seconds, so the cancellation arrives first even on a loaded CI
+    body = {"prompt": ["Le"] * 32, "max_tokens": 510, "temperature": 0, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", gateway_url + "/v1/completions", json=body, timeout=60) as r:
         lines = r.iter_lines()
         got = [next(lines) for _ in range(4)]  # two events and their blank separators
@@ -150,7 +150,9 @@ def test_client_disconnect_cancels_in_triton(triton, triton_gateway):
     url = f"http://127.0.0.1:{triton.metrics_port}/metrics"
     before = _metric(url, "glotta_engine_cancelled_total", FR)
     _cancel_mid_stream(triton_gateway.url)
-    assert _wait_for(lambda: _metric(url, "glotta_engine_cancelled_total", FR) > before, 20)
+    ok = _wait_for(lambda: _metric(url, "glotta_engine_cancelled_total", FR) > before, 20)
+    assert ok, {k: _metric(url, f"glotta_engine_{k}", FR) for k in ("cancelled_total", "running", "waiting",
+                                                                     "steps_total", "admitted_total")}
     assert _wait_for(lambda: _metric(url, "glotta_engine_running", FR) == 0, 20)
 
 
@@ -224,3 +226,7 @@ def test_prefix_cache_embedded_and_in_triton(request, fixture):
     cached = _metric(url, "glotta_prompt_tokens_cached_total", FR) - before[0]
     assert _metric(url, "glotta_prompt_tokens_total", FR) - before[1] == 2 * n
     assert (n - 1) // 16 * 16 - 16 <= cached <= n - 1  # the second request's full blocks (the first may share some)
+    if fixture == "triton_gateway":  # the engine inside Triton reports its own queue on Triton's metrics endpoint
+        triton_metrics = f"http://127.0.0.1:{request.getfixturevalue('triton').metrics_port}/metrics"
+        assert _wait_for(lambda: _metric(triton_metrics, "glotta_engine_admitted_total", FR) >= 2, 10)
+        assert _metric(triton_metrics, "glotta_engine_queue_wait_seconds_total", FR) >= 0.0

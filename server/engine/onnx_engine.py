@@ -64,6 +64,7 @@ class OnnxEngine:
         self._thread: threading.Thread | None = None
         self.steps = 0
         self._cancelled = 0  # rows dropped because their client went away
+        self._admitted, self._waited = 0, 0.0  # rows admitted, and their summed seconds in the queue
         self._batch_size_metric = metrics.BATCH_SIZE.labels(self.name)
         self._queue_wait_metric = metrics.QUEUE_WAIT.labels(self.name)
 
@@ -92,7 +93,8 @@ class OnnxEngine:
     def stats(self) -> dict[str, int]:
         p = self.prefix
         return {"waiting": len(self._waiting), "running": len(self._slots), "steps": self.steps,
-                "cancelled": self.cancelled, "prefix_cache_blocks": 0 if p is None else len(p),
+                "cancelled": self.cancelled, "admitted": self._admitted, "queue_wait_seconds": self._waited,
+                "prefix_cache_blocks": 0 if p is None else len(p),
                 "prefix_cache_bytes": 0 if p is None else p.used}
 
     def token_strings(self, token_ids: list[int]) -> list[str]:
@@ -189,6 +191,8 @@ class OnnxEngine:
         now = time.monotonic()
         for row in self._waiting.take(free, held, self.policy.row_cap, admit):
             self._queue_wait_metric.observe(now - row.enqueued)
+            self._admitted += 1
+            self._waited += now - row.enqueued
             slot = self._slots.add(row)
             self.model.cache.ensure(slot + 1, 1)
             if row.first_key is not None:

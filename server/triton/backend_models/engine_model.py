@@ -97,7 +97,9 @@ class TritonPythonModel:
     def _engine_metrics(model: str) -> dict:
         """Engine gauges on Triton's own metrics endpoint (:8002), next to its `nv_inference_*` figures."""
         labels = {"model": model}
-        kinds = {"waiting": "GAUGE", "running": "GAUGE", "cancelled": "COUNTER", "steps": "COUNTER"}
+        # admitted and queue_wait_seconds: the engine's queue (its fair admission), each prompt's wait summed
+        kinds = {"waiting": "GAUGE", "running": "GAUGE", "cancelled": "COUNTER", "steps": "COUNTER",
+                 "admitted": "COUNTER", "queue_wait_seconds": "COUNTER", "prefix_cache_bytes": "GAUGE"}
         out = {}
         for key, kind in kinds.items():
             family = pb_utils.MetricFamily(
