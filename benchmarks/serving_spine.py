@@ -90,11 +90,11 @@ def peer_ct2(model_dir: Path, n: int) -> dict:
     """CTranslate2 float32 and int8, converted (once, cached) from the HF model of the same weights."""
     import ctranslate2
 
+    from glotta.core.paths import content_digest
     from glotta.core.tokenizer import Tokenizer
     from glotta.export.onnx_export import hf_from_onnx
-    from glotta.server.engine.engine_graph import file_digest
 
-    cache = ROOT / "bench-results" / "ct2" / f"{model_dir.name}-{file_digest(model_dir / '1' / 'model.onnx')}"
+    cache = ROOT / "bench-results" / "ct2" / f"{model_dir.name}-{content_digest([model_dir / '1' / 'model.onnx'])}"
     if not (cache / "int8" / "model.bin").exists():
         hf_from_onnx(model_dir).save_pretrained(cache / "hf")
         shutil.copy(model_dir / "tokenizer.json", cache / "hf" / "tokenizer.json")  # CT2 takes its vocabulary there

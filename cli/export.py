@@ -43,23 +43,21 @@ def tokenizer_dir(a: argparse.Namespace) -> Path:
 
 def _tokenizer_from_args(source: Path) -> Path | None:
     """A tokenizer.json built from the GPT-2 vocab.json + merges.txt that the checkpoint was trained with."""
-    from glotta.core.megatron.checkpoint import is_checkpoint, iteration_dir, load
-    from glotta.core.paths import cache_dir
+    import shutil
+
+    from glotta.core.megatron.checkpoint import is_checkpoint
+    from glotta.core.megatron.reader import checkpoint_args
+    from glotta.core.paths import cache_dir, content_digest
 
     if not is_checkpoint(source):
         return None
-    files = sorted(iteration_dir(source).glob("mp_rank_*/model_optim_rng.pt"))
-    args = load(files[0]).get("args") if files else None
-    vocab, merges = (getattr(args, "vocab_file", None), getattr(args, "merge_file", None)) if args else (None, None)
+    args = checkpoint_args(source)
+    vocab, merges = getattr(args, "vocab_file", None), getattr(args, "merge_file", None)
     if not (vocab and merges and Path(vocab).is_file() and Path(merges).is_file()):
         return None
-    import hashlib
-    import shutil
-
     from tokenizers import ByteLevelBPETokenizer
 
-    digest = hashlib.sha256(Path(vocab).read_bytes() + Path(merges).read_bytes()).hexdigest()[:16]
-    out = cache_dir() / "tokenizers" / digest
+    out = cache_dir() / "tokenizers" / content_digest([vocab, merges])
     if not (out / "tokenizer.json").is_file():
         out.mkdir(parents=True, exist_ok=True)
         ByteLevelBPETokenizer(vocab, merges).save(str(out / "tokenizer.json.tmp"))
@@ -98,7 +96,8 @@ class Plan:
         p.add_argument("--usable", type=float, default=0.9, help="fraction of GPU memory available to the model")
 
     def _shape(self, a: argparse.Namespace):
-        from glotta.core.megatron.checkpoint import is_checkpoint, latest, load
+        from glotta.core.megatron.checkpoint import is_checkpoint
+        from glotta.core.megatron.reader import checkpoint_args
         from glotta.core.megatron.shape import gpt_parameters
         from glotta.export.plan import ModelShape
         from glotta.training.megatron_config import load as load_config
@@ -108,7 +107,7 @@ class Plan:
             return a.params_label or f"{a.params / 1e9:g} B parameters", ModelShape(int(a.params), a.num_layers,
                                                                                        a.hidden_size)
         if is_checkpoint(a.source):
-            args = load(latest(a.source))["args"]
+            args = checkpoint_args(a.source)
             h, layers = args.hidden_size, args.num_layers
             n = gpt_parameters(layers, h, args.padded_vocab_size, args.max_position_embeddings)
             return f"{a.source} ({layers} × {h})", ModelShape(n, layers, h)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Iterable
 
 
 def cache_dir() -> Path:
@@ -20,3 +22,18 @@ def model_repository() -> Path:
     if here.is_dir():
         return here
     return Path(__file__).resolve().parents[1] / "model_repository"
+
+
+def content_digest(paths: Iterable[Path], progress=None) -> str:
+    """16 hex digits of the SHA-256 of the files' contents, in order: the cache key of whatever is derived from them.
+    `progress`: a rich Progress to show the hashing of large files on."""
+    paths = [Path(p) for p in paths]
+    task = progress.add_task("hashing", total=sum(p.stat().st_size for p in paths)) if progress else None
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+                if progress:
+                    progress.advance(task, len(block))
+    return h.hexdigest()[:16]

@@ -104,13 +104,23 @@ def canonical_rank(state: dict, heads_local: int, layer_offset: int) -> dict:
     return out
 
 
+def _args(state: dict):
+    args = state.get("args")
+    if args is None:
+        raise CheckpointError("checkpoint has no `args`: cannot tell its shape or parallelism")
+    return args
+
+
+def checkpoint_args(path: str | Path):
+    """The Megatron arguments (argparse.Namespace) a checkpoint was saved with, from its first rank's file."""
+    return _args(load(next(iter(_rank_files(iteration_dir(path)).values()))))
+
+
 def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, GPTShape]:
     """(canonical unsharded weights, model shape) of a checkpoint; `vocab_size` removes the vocabulary padding."""
     files = _rank_files(iteration_dir(path))
     first = load(next(iter(files.values())))
-    args = first.get("args")
-    if args is None:
-        raise CheckpointError("checkpoint has no `args`: cannot tell its shape or parallelism")
+    args = _args(first)
     tp = max(t for t, _ in files) + 1
     pp = max(p for _, p in files) + 1
     layers, heads = args.num_layers, args.num_attention_heads

@@ -66,8 +66,10 @@ class _Builder:
         return outs
 
     def matmul(self, x: str, w: str, bias: str | None = None, out: str | None = None) -> str:
-        """x @ W (+ bias). INT8: weights quantized per output column (symmetric), activations per call by
-        DynamicQuantizeMatMul — a quarter of the bytes to stream per step, and integer dot products."""
+        """x @ W (+ bias), into `out` if given. INT8: weights quantized per output column (symmetric), activations
+        per call by DynamicQuantizeMatMul — a quarter of the bytes to stream per step, and integer dot products."""
+        self.n += 1
+        out = out or f"matmul_{self.n}"
         if self.int8:
             weight = np.asarray(self.weights[w], np.float32)
             scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0
@@ -76,20 +78,13 @@ class _Builder:
             q = (np.clip(np.rint(weight / scale), -127, 127) + 128).astype(np.uint8)
             args = [x, self.const(w + ".int8", q), self.const(w + ".scale", scale.astype(np.float32)),
                     self.const(w + ".zero", np.full(q.shape[1], 128, np.uint8)), self.w(bias) if bias else ""]
-            self.n += 1
-            out = out or f"dqmatmul_{self.n}"
             self.nodes.append(helper.make_node("DynamicQuantizeMatMul", args, [out], name=f"DQMatMul_{self.n}",
                                                domain=MS))
             return out
-        self.n += 1
-        y = out if out and not bias else f"matmul_{self.n}"
-        self.nodes.append(helper.make_node("MatMul", [x, self.w(w)], [y], name=f"MatMul_{self.n}"))
+        product = f"{out}_nobias" if bias else out
+        self.nodes.append(helper.make_node("MatMul", [x, self.w(w)], [product], name=f"MatMul_{self.n}"))
         if bias:
-            return self.op("Add", [y, self.w(bias)])[0] if out is None else self._add_to(y, bias, out)
-        return y
-
-    def _add_to(self, y: str, bias: str, out: str) -> str:
-        self.nodes.append(helper.make_node("Add", [y, self.w(bias)], [out], name=f"Add_{out}"))
+            self.nodes.append(helper.make_node("Add", [product, self.w(bias)], [out], name=f"Add_{self.n}"))
         return out
 
 
@@ -185,8 +180,3 @@ def save_decoder(model: onnx.ModelProto, path: str | Path) -> Path:
         f.write(model.SerializeToString())
     return path
 
-
-def is_decoder_graph(path: str | Path) -> bool:
-    """True for a graph built here (its inputs name `seqlens_k`), false for an exchange export."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return any(i.name == "seqlens_k" for i in proto.graph.input)

@@ -38,10 +38,6 @@ class KVCache:
         self.buffers: list[np.ndarray] = []
         self.ensure(1, min(max_len, 64))
 
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers)
-
     def ensure(self, rows: int, length: int) -> None:
         """Room for `rows` slots of `length` tokens (grown by doubling; contents kept)."""
         if rows <= self.rows and length <= self.length:
@@ -140,6 +136,8 @@ class DecoderSession:
         the row lengths.
         """
         starts = starts or [0] * len(prompts)
+        if any(starts) and len(prompts) > 1:
+            raise ValueError("rows with a cached prefix are prefilled one at a time")
         all_logits = all_logits or [False] * len(prompts)
         fed = [p[s:] for p, s in zip(prompts, starts)]
         width = max(len(f) for f in fed)
@@ -152,8 +150,6 @@ class DecoderSession:
             base = r * width
             index.append(base + (np.arange(len(f)) if all_logits[r] else np.array([len(f) - 1])))
         lengths = np.array([len(p) for p in prompts], np.int64)
-        if any(starts) and len(prompts) > 1:
-            raise ValueError("rows with a cached prefix are prefilled one at a time")
         logits = self.run(ids, positions, lengths, (first_row, first_row + len(fed)), np.concatenate(index))
         out, at = [], 0
         for ix in index:

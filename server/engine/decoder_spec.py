@@ -20,8 +20,6 @@ import numpy as np
 
 from glotta.core.errors import invalid
 
-FAMILIES = ("gpt2", "llama")
-
 
 @dataclass(frozen=True)
 class DecoderSpec:
@@ -50,9 +48,6 @@ class DecoderSpec:
         attn = self.n_embd * (self.n_head + 2 * self.n_kv_head) * d + self.n_head * d * self.n_embd
         mlp = self.n_embd * self.intermediate_size * (3 if self.family == "llama" else 2)
         return self.n_layer * (attn + mlp) + self.vocab_size * self.n_embd
-
-    def kv_bytes_per_token(self, dtype_bytes: int = 4) -> int:
-        return 2 * self.n_layer * self.n_kv_head * self.d_head * dtype_bytes
 
 
 def rope_tables(spec: DecoderSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -135,21 +130,20 @@ def llama_weights(state: dict[str, np.ndarray], n_layer: int) -> dict[str, np.nd
     return w
 
 
+def gpt2_spec(vocab_size: int, n_layer: int, n_embd: int, n_head: int, n_positions: int, intermediate_size: int,
+              norm_eps: float = 1e-5) -> DecoderSpec:
+    """A GPT-2: every head has its own keys and values."""
+    return DecoderSpec(family="gpt2", vocab_size=vocab_size, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
+                       n_kv_head=n_head, n_positions=n_positions, intermediate_size=intermediate_size,
+                       norm_eps=norm_eps)
+
+
 def spec_from_hf_config(cfg: dict) -> DecoderSpec:
     """The spec of a Hugging Face config.json; other architectures get an error naming the supported ones."""
     arch = (cfg.get("architectures") or [cfg.get("model_type", "?")])[0]
     if arch == "GPT2LMHeadModel" or (arch == "gpt2"):
-        return DecoderSpec(
-            family="gpt2",
-            vocab_size=cfg["vocab_size"],
-            n_layer=cfg["n_layer"],
-            n_embd=cfg["n_embd"],
-            n_head=cfg["n_head"],
-            n_kv_head=cfg["n_head"],
-            n_positions=cfg["n_positions"],
-            intermediate_size=cfg.get("n_inner") or 4 * cfg["n_embd"],
-            norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
-        )
+        return gpt2_spec(cfg["vocab_size"], cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["n_positions"],
+                         cfg.get("n_inner") or 4 * cfg["n_embd"], cfg.get("layer_norm_epsilon", 1e-5))
     if arch == "LlamaForCausalLM" or arch == "llama":
         if cfg.get("hidden_act", "silu") != "silu":
             raise invalid(f"hidden_act {cfg['hidden_act']!r} is not supported for Llama (silu only)", "hidden_act")
@@ -183,16 +177,7 @@ def spec_from_meta(meta: dict) -> DecoderSpec:
     if "decoder" in meta:
         return DecoderSpec(**meta["decoder"])
     e = meta["n_embd"]
-    return DecoderSpec(
-        family="gpt2",
-        vocab_size=meta["vocab_size"],
-        n_layer=meta["n_layer"],
-        n_embd=e,
-        n_head=meta["n_head"],
-        n_kv_head=meta["n_head"],
-        n_positions=meta["n_positions"],
-        intermediate_size=4 * e,
-    )
+    return gpt2_spec(meta["vocab_size"], meta["n_layer"], e, meta["n_head"], meta["n_positions"], 4 * e)
 
 
 def spec_from_exchange(proto, state: dict[str, np.ndarray]) -> DecoderSpec:
@@ -201,16 +186,9 @@ def spec_from_exchange(proto, state: dict[str, np.ndarray]) -> DecoderSpec:
     dims = [d.dim_value for d in pasts[0].type.tensor_type.shape.dim]
     prefix = "transformer." if "transformer.wpe.weight" in state else ""
     n_positions, n_embd = state[prefix + "wpe.weight"].shape
-    return DecoderSpec(
-        family="gpt2",
-        vocab_size=int(state.get("lm_head.weight", state.get(prefix + "wte.weight")).shape[0]),
-        n_layer=len(pasts) // 2,
-        n_embd=int(n_embd),
-        n_head=dims[1],
-        n_kv_head=dims[1],
-        n_positions=int(n_positions),
-        intermediate_size=int(state[prefix + "h.0.mlp.c_fc.weight"].shape[1]),
-    )
+    vocab = state.get("lm_head.weight", state.get(prefix + "wte.weight")).shape[0]
+    return gpt2_spec(int(vocab), len(pasts) // 2, int(n_embd), dims[1], int(n_positions),
+                     int(state[prefix + "h.0.mlp.c_fc.weight"].shape[1]))
 
 
 def exchange_onnx_state(proto) -> dict[str, np.ndarray]:

@@ -10,7 +10,6 @@ keyed by the content of the config and weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,8 @@ from rich.progress import Progress
 
 from glotta.core.errors import invalid
 from glotta.core.model_folder import ModelFolder
-from glotta.core.paths import cache_dir
+from glotta.core.paths import cache_dir, content_digest
+from glotta.core.tokenizer import TOKENIZER_FILES, copy_tokenizer_files
 
 from .decoder_graph import build_decoder, save_decoder
 from .decoder_spec import DecoderSpec, gpt2_weights, llama_weights, spec_from_hf_config
@@ -65,19 +65,6 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             raise invalid(f"{path}: tensor {name} has dtype {info['dtype']}, which Glotta cannot read", "weights")
         out[name] = arr.reshape(info["shape"])
     return out
-
-
-def content_digest(path: Path, progress: Progress | None = None) -> str:
-    h = hashlib.sha256()
-    files = [path / "config.json", *weight_files(path)]
-    task = progress.add_task("hashing weights", total=sum(f.stat().st_size for f in files)) if progress else None
-    for f in files:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 24), b""):
-                h.update(block)
-                if progress:
-                    progress.advance(task, len(block))
-    return h.hexdigest()[:16]
 
 
 def special_tokens(src: Path, cfg: dict) -> dict:
@@ -136,9 +123,7 @@ def convert_hf_folder(src: str | Path, out: str | Path) -> Path:
     try:
         save_decoder(graph, tmp / "1" / "model.onnx")
         ModelFolder.write(tmp, {"name": out.name, **_meta(spec), **tokens, "source": str(src)}, None)
-        for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
-            if (src / name).is_file():
-                shutil.copy(src / name, tmp / name)
+        copy_tokenizer_files(src, tmp, (*TOKENIZER_FILES, "tokenizer_config.json"))
         write_model(tmp, out.name)
         if out.exists():
             shutil.rmtree(out)
@@ -158,7 +143,7 @@ def cached_hf_model(src: str | Path) -> Path:
     """The served folder of a Hugging Face folder, converted at first use into the cache (by content hash)."""
     src = Path(src).resolve()
     with Progress(transient=True) as progress:
-        digest = content_digest(src, progress)
+        digest = content_digest([src / "config.json", *weight_files(src)], progress)
     target = cache_dir() / "hf" / f"{src.name}-{digest}" / src.name
     if not ModelFolder.is_model(target):
         convert_hf_folder(src, target)

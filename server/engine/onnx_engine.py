@@ -200,7 +200,7 @@ class OnnxEngine:
 
     def _from_prefix_cache(self, row: Row, slot: int) -> None:
         req = row.req
-        if req.prompt_logprobs and req.top_logprobs:  # prompt top alternatives are not cached: compute them all
+        if not row.uses_prefix_cache:
             return
         blocks = self.prefix.lookup(row.prompt_ids, need_logprobs=req.prompt_logprobs)
         if not blocks:
@@ -252,7 +252,7 @@ class OnnxEngine:
         if req.prompt_logprobs:  # a one-token prompt has nothing to score
             row.prompt_logprobs = row.prompt_logprobs or []
             row.prompt_top = row.prompt_top or ([] if req.top_logprobs else None)
-        if self.prefix is not None and not (req.prompt_logprobs and req.top_logprobs):
+        if self.prefix is not None and row.uses_prefix_cache:
             slot = self._slots.rows.index(row)
             lps = None
             if req.prompt_logprobs:

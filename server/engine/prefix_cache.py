@@ -34,7 +34,7 @@ class PrefixCache:
         self.capacity = capacity_bytes
         self.used = 0
         self._blocks: collections.OrderedDict[int, Block] = collections.OrderedDict()
-        self.lookups = self.hit_tokens = self.evicted = 0
+        self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -57,10 +57,10 @@ class PrefixCache:
     def lookup(self, tokens: list[int], need_logprobs: bool) -> list[Block]:
         """The cached blocks that start `tokens` — never all of it: the last token is always computed, since its
         logits choose the next token. With `need_logprobs`, only blocks that carry their tokens' log-probs."""
-        self.lookups += 1
+        keys = self.keys(tokens, (len(tokens) - 1) // BLOCK)
         found: list[Block] = []
         parent = None
-        for key in self.keys(tokens, (len(tokens) - 1) // BLOCK):
+        for key in keys:
             block = self._blocks.get(key)
             if block is None or block.parent != parent or block.tokens != tuple(tokens[len(found) * BLOCK :][:BLOCK]):
                 break
@@ -68,8 +68,7 @@ class PrefixCache:
                 break
             found.append(block)
             parent = key
-        self._touch(self.keys(tokens, len(found)))
-        self.hit_tokens += len(found) * BLOCK
+        self._touch(keys[: len(found)])
         return found
 
     def insert(self, tokens: list[int], read_kv, logprobs: np.ndarray | None) -> int:

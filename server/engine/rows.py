@@ -49,6 +49,11 @@ class Row:
     def prefilling(self) -> bool:
         return self.length < len(self.prompt_ids)
 
+    @property
+    def uses_prefix_cache(self) -> bool:
+        """Prompt top alternatives are not kept in the cache: a prompt that wants them is computed whole."""
+        return not (self.req.prompt_logprobs and self.req.top_logprobs)
+
 
 class Slots:
     def __init__(self, cache: KVCache) -> None:
