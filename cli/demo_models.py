@@ -101,8 +101,9 @@ def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, 
     import torch
 
     from glotta.core.megatron.checkpoint import latest, load
+    from glotta.core.megatron.hf import to_hf
     from glotta.core.megatron.indexed import MegatronDataset
-    from glotta.core.megatron.reader import read, to_hf
+    from glotta.core.megatron.reader import read
     from glotta.core.model_folder import ModelFolder
     from glotta.core.tokenizer import EOD_TOKEN
     from glotta.export.onnx_export import export_gpt2_onnx

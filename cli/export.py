@@ -7,6 +7,7 @@ an ONNX model; `plan` sizes the serving of any model; `verify-24` checks any fil
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -98,7 +99,7 @@ class Plan:
     def _shape(self, a: argparse.Namespace):
         from glotta.core.megatron.checkpoint import is_checkpoint
         from glotta.core.megatron.reader import checkpoint_args
-        from glotta.core.megatron.shape import gpt_parameters
+        from glotta.core.megatron.shape import shape_from_args
         from glotta.export.plan import ModelShape
         from glotta.training.megatron_config import load as load_config
         from glotta.training.megatron_launch import parameters
@@ -107,13 +108,13 @@ class Plan:
             return a.params_label or f"{a.params / 1e9:g} B parameters", ModelShape(int(a.params), a.num_layers,
                                                                                        a.hidden_size)
         if is_checkpoint(a.source):
-            args = checkpoint_args(a.source)
-            h, layers = args.hidden_size, args.num_layers
-            n = gpt_parameters(layers, h, args.padded_vocab_size, args.max_position_embeddings)
-            return f"{a.source} ({layers} × {h})", ModelShape(n, layers, h)
+            s = shape_from_args(checkpoint_args(a.source))
+            return (f"{a.source} ({s.family}, {s.layers} × {s.hidden}, {s.groups} KV heads)",
+                    ModelShape(s.parameters, s.layers, s.hidden, s.groups * s.head_size))
         cfg = load_config(a.source)
-        return f"{cfg.name} ({cfg.num_layers} × {cfg.hidden_size})", ModelShape(parameters(cfg), cfg.num_layers,
-                                                                                 cfg.hidden_size)
+        kv = cfg.query_groups * cfg.hidden_size // cfg.num_attention_heads
+        return (f"{cfg.name} ({cfg.num_layers} × {cfg.hidden_size}, {cfg.query_groups} KV heads)",
+                ModelShape(parameters(cfg), cfg.num_layers, cfg.hidden_size, kv))
 
     @handles_errors()
     def run(self, a: argparse.Namespace) -> int:
@@ -159,16 +160,24 @@ class HuggingFace:
 
     @handles_errors()
     def run(self, a: argparse.Namespace) -> int:
-        from glotta.core.megatron.reader import to_hf
+        from glotta.core.errors import GlottaError
+        from glotta.core.megatron.hf import to_hf
         from glotta.core.tokenizer import copy_tokenizer_files
 
-        tok = Path(a.tokenizer) if a.tokenizer else None  # a Hugging Face folder may leave the tokenizer out
+        try:  # a Hugging Face folder may leave the tokenizer out; with it, eos/bos come from it
+            tok = tokenizer_dir(a)
+        except GlottaError:
+            tok = None
         merged, shape = read_checkpoint(a, tok)
         out = Path(a.output)
-        to_hf(merged, shape).save_pretrained(out, safe_serialization=True)
+        to_hf(merged, shape, tok).save_pretrained(out, safe_serialization=True)
         if tok is not None:
             copy_tokenizer_files(tok, out)
-        console.print(f"wrote {out} (safetensors + config{' + tokenizer' if tok else ''}): {shape.summary()}")
+        console.print(f"wrote {out} ({'LlamaForCausalLM' if shape.family == 'llama' else 'GPT2LMHeadModel'}, "
+                      f"safetensors + config{' + tokenizer' if tok else ''}): {shape.summary()}")
+        if tok is None:
+            console.print("no tokenizer found (--tokenizer, the checkpoint's vocab/merge files, or beside it): the "
+                          "folder has no tokenizer and no eos id, so it cannot be served as it is")
         return 0
 
 
@@ -182,8 +191,9 @@ class Onnx:
 
     @handles_errors()
     def run(self, a: argparse.Namespace) -> int:
-        from glotta.core.megatron.reader import to_hf
+        from glotta.core.megatron.hf import to_hf
         from glotta.core.model_folder import ModelFolder
+        from glotta.core.tokenizer import copy_tokenizer_files
         from glotta.export.onnx_export import export_gpt2_onnx
         from glotta.server.engine.hf_import import convert_hf_folder, is_hf_folder
         from glotta.server.triton.config_writers.cpu import write_model
@@ -195,6 +205,15 @@ class Onnx:
         tok = tokenizer_dir(a)
         merged, shape = read_checkpoint(a, tok)
         out = Path(a.output)
+        if shape.family == "llama":  # the engine's fused graph, through the one Hugging Face conversion
+            if a.fp16_storage:
+                return fail("--fp16-storage is for the GPT-2 exchange graph; a Llama is served as the fused fp32 graph")
+            with tempfile.TemporaryDirectory() as tmp:
+                to_hf(merged, shape, tok).save_pretrained(tmp, safe_serialization=True)
+                copy_tokenizer_files(tok, Path(tmp))
+                convert_hf_folder(tmp, out, source=a.source)
+            console.print(f"wrote {out}: serve it with `glotta serve --model {out}` (add --int8 for the INT8 engine)")
+            return 0
         export_gpt2_onnx(to_hf(merged, shape), out / "1" / "model.onnx", fp16_weights=a.fp16_storage)
         ModelFolder.write(out, {"architecture": "gpt2", "vocab_size": shape.vocab, "n_positions": shape.positions,
                                 "n_layer": shape.layers, "n_embd": shape.hidden, "n_head": shape.heads,
@@ -216,10 +235,13 @@ class Sparsify:
     @handles_errors()
     def run(self, a: argparse.Namespace) -> int:
         from glotta.core.megatron import checkpoint
-        from glotta.core.megatron.reader import read, to_hf
+        from glotta.core.megatron.hf import to_hf
+        from glotta.core.megatron.reader import read
         from glotta.export.sparsity import check, hf_matrices, perplexity, sparsify_hf
 
         merged, shape = read(a.source)
+        if shape.family != "gpt2":
+            return fail("2:4 sparsity serves the FasterTransformer / TensorRT GPT path: GPT-2 family checkpoints only")
         model = to_hf(merged, shape)
         before = perplexity(model, a.data_path, a.seq_length) if a.data_path else None
         pruned = sparsify_hf(model)

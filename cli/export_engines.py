@@ -112,22 +112,21 @@ class TrtLLM:
 
     @handles_errors()
     def run(self, a: argparse.Namespace) -> int:
-        from glotta.core.megatron.reader import to_hf
+        from glotta.core.megatron.hf import to_hf
         from glotta.core.tokenizer import copy_tokenizer_files
         from glotta.export.trtllm import TrtllmPlan, script, validate, write_calibration
 
         out = Path(a.output)
-        plan = TrtllmPlan(hf_dir=out / "hf-gpt2", checkpoint_dir=out / "trtllm-checkpoint",
-                          engine_dir=Path(a.engine_dir) if a.engine_dir else out / "engine", tp=a.tp, quant=a.quant,
-                          sparse=a.sparse, max_batch=a.max_batch, max_input_len=a.max_input_len,
-                          max_seq_len=a.max_seq_len, int8_kv_cache=a.int8_kv_cache, calib_dataset=a.calib_dataset)
-        from glotta.core.tokenizer import Tokenizer
-
         tok = tokenizer_dir(a)
         merged, shape = read_checkpoint(a, tok)
+        # TRT-LLM v0.14 guesses a GPT's variant from the folder's name: hf-gpt2 (and it is given explicitly too)
+        plan = TrtllmPlan(hf_dir=out / f"hf-{shape.family}", checkpoint_dir=out / "trtllm-checkpoint",
+                          engine_dir=Path(a.engine_dir) if a.engine_dir else out / "engine", tp=a.tp, quant=a.quant,
+                          sparse=a.sparse, max_batch=a.max_batch, max_input_len=a.max_input_len,
+                          max_seq_len=a.max_seq_len, int8_kv_cache=a.int8_kv_cache, calib_dataset=a.calib_dataset,
+                          family=shape.family)
         validate(plan, shape)
-        hf = to_hf(merged, shape)
-        hf.config.bos_token_id = hf.config.eos_token_id = Tokenizer(tok).eod_id  # TRT-LLM's end_id: the tokenizer's
+        hf = to_hf(merged, shape, tok)  # eos/bos: TRT-LLM's end_id, the tokenizer's end of document
         hf.save_pretrained(plan.hf_dir, safe_serialization=True)
         if plan.calibrates:
             n = write_calibration(plan)

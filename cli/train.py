@@ -45,6 +45,8 @@ def _plan_table(a: argparse.Namespace, cfg, dp: int) -> None:
               f"TP {cfg.tensor_parallel} × PP {cfg.pipeline_parallel} × DP {dp})")
     t.add_row("padded vocabulary", f"{cfg.padded_vocab():,} (from {cfg.vocab_size:,})")
     t.add_row("head size", f"{cfg.head_size:g}")
+    t.add_row("architecture", f"{cfg.family}: {cfg.num_attention_heads} heads, {cfg.query_groups} key/value heads, MLP "
+              f"{cfg.ffn}{', untied output layer' if cfg.untie_embeddings_and_output_weights else ''}")
     t.add_row("memory per GPU", f"weights {p.weights_gb:.2f} + grads {p.grads_gb:.2f} + optimizer "
               f"{p.optimizer_gb:.2f} + activations {p.activations_gb:.2f} = {p.total_gb:.2f} GB of {mem} GB"
               + ("" if p.total_gb < mem else "  [red]does not fit[/]"))
@@ -111,7 +113,7 @@ def register(sub) -> None:
 
     def action(name: str, help: str, func) -> argparse.ArgumentParser:
         p = actions.add_parser(name, help=help)
-        p.add_argument("config", help="preset (meme-1.7b, demo-tiny) or YAML file (may name a `preset` to extend)")
+        p.add_argument("config", help="preset (meme-1.7b, demo-tiny, demo-tiny-llama) or YAML file (may name a `preset` to extend)")
         for flag, kind in OVERRIDES:
             p.add_argument(flag, type=kind, help="override the configuration's value"
                            + (" (V100-32GB, A100-80GB, H100-80GB, ...)" if flag == "--gpu" else ""))

@@ -28,14 +28,14 @@ class LocalGateway:
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self._wait(timeout)
 
-    def _log_text(self) -> str:
+    def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
 
     def _wait(self, timeout: float) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"glotta serve exited with {self.proc.returncode}:\n{self._log_text()}")
+                raise RuntimeError(f"glotta serve exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
                 if httpx.get(self.url + "/health/ready", timeout=1).status_code == 200:
                     return
@@ -43,7 +43,7 @@ class LocalGateway:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"glotta serve not ready after {timeout:.0f} s:\n{self._log_text()}")
+        raise RuntimeError(f"glotta serve not ready after {timeout:.0f} s:\n{self.log_text()}")
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc.poll() is not None:

@@ -31,6 +31,11 @@ class FTExportError(ValueError):
 
 def check_shape(shape: GPTShape, infer_gpus: int) -> None:
     """Refuse what FasterTransformer's GPT cannot run, before a byte is written."""
+    if shape.family != "gpt2":
+        raise FTExportError(
+            "FasterTransformer's GPT has learned positions, LayerNorm and a GELU MLP: it has no RoPE, RMSNorm, SwiGLU "
+            "or grouped KV heads, so this Llama-family checkpoint cannot run on it. Use `glotta export trtllm` "
+            "(TensorRT-LLM's Llama) for GPUs or `glotta export onnx` for the CPU engine")
     h, heads = shape.hidden, shape.heads
     hn = h // heads
     if h % heads or hn not in FT_HEAD_SIZES:

@@ -1,7 +1,8 @@
 """`glotta export plan`: the source talk's "executive math" for serving a GPT.
 
 Weights: parameters × bytes per weight (fp32 4, fp16 2, int8 1; 2:4 sparse fp16 keeps half the values plus 2-bit
-indices, i.e. 2/2 + 2/16 bytes per original weight). KV cache: 2 (K and V) × layers × hidden × bytes per token.
+indices, i.e. 2/2 + 2/16 bytes per original weight). KV cache: 2 (K and V) × layers × KV width × bytes per token, the
+KV width being the hidden size, or key/value heads × head size with grouped query attention.
 Minimum tensor-parallel size per GPU: the smallest power of two whose share of the weights plus the KV cache of the
 requested batch fits in the usable fraction of the GPU's memory.
 """
@@ -21,6 +22,7 @@ class ModelShape:
     parameters: int
     num_layers: int | None = None
     hidden_size: int | None = None
+    kv_width: int | None = None  # key/value heads × head size (grouped query attention); None: the hidden size
 
 
 def weights_gib(params: int) -> dict[str, float]:
@@ -30,7 +32,7 @@ def weights_gib(params: int) -> dict[str, float]:
 def kv_bytes_per_token(shape: ModelShape, bytes_per_value: float = 2.0) -> float | None:
     if not (shape.num_layers and shape.hidden_size):
         return None
-    return 2 * shape.num_layers * shape.hidden_size * bytes_per_value
+    return 2 * shape.num_layers * (shape.kv_width or shape.hidden_size) * bytes_per_value
 
 
 def min_tensor_parallel(total_gib_at_tp1: float, kv_gib: float, gpu_gib: float, usable: float = 0.9,

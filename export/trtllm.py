@@ -1,5 +1,6 @@
-"""Megatron checkpoint → TensorRT-LLM engine: a Hugging Face GPT-2 folder, then TensorRT-LLM's own
-`convert_checkpoint.py` and `trtllm-build` with flags checked here (TensorRT-LLM has no direct Megatron input).
+"""Megatron checkpoint → TensorRT-LLM engine: a Hugging Face folder (GPT-2 or Llama), then TensorRT-LLM's own
+`convert_checkpoint.py` (examples/gpt or examples/llama) and `trtllm-build` with flags checked here (TensorRT-LLM has
+no direct Megatron input).
 
 The commands are written to `build.sh` so they can be read, kept and rerun inside the NGC TRT-LLM image; `--run`
 runs them when `trtllm-build` is on PATH. Flag names are those of TensorRT-LLM v0.14's `examples/gpt/
@@ -10,8 +11,10 @@ says it explicitly:
   folder works only if its name contains `lambada` or `cnn_dailymail` (`load_calib_dataset` picks split and key from
   the name: lambada → split `validation`, key `text`). Offline, the export writes your texts as
   `calib/lambada/validation.jsonl` and points there;
-- the GPT example is not in the image's working directory: build.sh looks in the usual places or takes
-  `TRTLLM_GPT_EXAMPLE`, and uses `python3`.
+- the examples are not in the image's working directory: build.sh looks in the usual places or takes
+  `TRTLLM_GPT_EXAMPLE` / `TRTLLM_LLAMA_EXAMPLE`, and uses `python3`.
+The Llama example takes the same quantization and calibration flags, reads grouped KV heads and an untied head from
+config.json, and has no variant flag.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ class TrtllmPlan:
     tokens_per_block: int = 64
     int8_kv_cache: bool = False
     calib_dataset: str | None = None  # a local JSONL(.gz) of texts (`text` field) for calibration
+    family: str = "gpt2"  # gpt2 | llama: which TensorRT-LLM example converts it
+
+    @property
+    def example(self) -> str:
+        return "gpt" if self.family == "gpt2" else "llama"
 
     @property
     def calibrates(self) -> bool:
@@ -102,8 +110,9 @@ def write_calibration(plan: TrtllmPlan, limit: int = 512) -> int:
 
 
 def commands(plan: TrtllmPlan) -> list[list[str]]:
-    convert = ["python3", "${GPT_EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir), "--gpt_variant",
-               "gpt2", "--dtype", "float16", "--tp_size", str(plan.tp), "--output_dir", str(plan.checkpoint_dir),
+    variant = ["--gpt_variant", "gpt2"] if plan.family == "gpt2" else []
+    convert = ["python3", "${EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir), *variant,
+               "--dtype", "float16", "--tp_size", str(plan.tp), "--output_dir", str(plan.checkpoint_dir),
                *QUANT_FLAGS[plan.quant]]
     if plan.int8_kv_cache:
         convert.append("--int8_kv_cache")
@@ -120,13 +129,13 @@ def commands(plan: TrtllmPlan) -> list[list[str]]:
     return [convert, build]
 
 
-FIND_EXAMPLE = """GPT_EXAMPLE="${TRTLLM_GPT_EXAMPLE:-}"
-for d in /app/tensorrt_llm/examples/gpt /opt/tritonserver/tensorrtllm_backend/tensorrt_llm/examples/gpt \\
-         /workspace/TensorRT-LLM/examples/gpt ./examples/gpt; do
-    if [ -z "$GPT_EXAMPLE" ] && [ -f "$d/convert_checkpoint.py" ]; then GPT_EXAMPLE="$d"; fi
+FIND_EXAMPLE = """EXAMPLE="${TRTLLM_@VAR@_EXAMPLE:-}"
+for d in /app/tensorrt_llm/examples/@EX@ /opt/tritonserver/tensorrtllm_backend/tensorrt_llm/examples/@EX@ \\
+         /workspace/TensorRT-LLM/examples/@EX@ ./examples/@EX@; do
+    if [ -z "$EXAMPLE" ] && [ -f "$d/convert_checkpoint.py" ]; then EXAMPLE="$d"; fi
 done
-if [ -z "$GPT_EXAMPLE" ]; then
-    echo "TensorRT-LLM's examples/gpt not found: set TRTLLM_GPT_EXAMPLE to it (git clone --branch v0.14.0" \\
+if [ -z "$EXAMPLE" ]; then
+    echo "TensorRT-LLM's examples/@EX@ not found: set TRTLLM_@VAR@_EXAMPLE to it (git clone --branch v0.14.0" \\
          "https://github.com/NVIDIA/TensorRT-LLM, the release of the NGC 24.10 image)" >&2
     exit 2
 fi"""
@@ -134,7 +143,7 @@ fi"""
 
 def script(plan: TrtllmPlan) -> str:
     lines = ["#!/usr/bin/env bash", "# Written by `glotta export trtllm`; run inside the NGC TensorRT-LLM image.",
-             "set -euo pipefail", FIND_EXAMPLE]
+             "set -euo pipefail", FIND_EXAMPLE.replace("@EX@", plan.example).replace("@VAR@", plan.example.upper())]
     for cmd in commands(plan):
         # the example path keeps its ${...} default unquoted so the shell expands it
         lines.append(" ".join(c if c.startswith("${") else shlex.quote(c) for c in cmd))

@@ -33,6 +33,8 @@ class _EngineCollector:
     def collect(self):
         waiting = GaugeMetricFamily("glotta_queue_depth", "Requests waiting to join the batch", labels=["model"])
         running = GaugeMetricFamily("glotta_running_requests", "Requests in the running batch", labels=["model"])
+        inflight = GaugeMetricFamily("glotta_inflight_requests", "Requests admitted and not finished (the admission "
+                                     "limit counts these)", labels=["model"])
         cancelled = CounterMetricFamily(
             "glotta_cancelled_requests", "Requests dropped because their client went away", labels=["model"]
         )
@@ -41,8 +43,10 @@ class _EngineCollector:
             waiting.add_metric([e.name], s.get("waiting", 0))
             running.add_metric([e.name], s.get("running", 0))
             cancelled.add_metric([e.name], s.get("cancelled", 0))
+            inflight.add_metric([e.name], s.get("inflight", 0))
         yield waiting
         yield running
+        yield inflight
         yield cancelled
 
 

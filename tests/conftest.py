@@ -36,6 +36,18 @@ class Gateway(LocalGateway):
         super().__init__(args, log, env, grpc_port=None, timeout=120)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that talked to a gateway shows the end of that gateway's log (what CI keeps of a failure)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for name in ("gateway", "triton_gateway"):
+            gw = getattr(item, "funcargs", {}).get(name)
+            if isinstance(gw, LocalGateway):
+                report.sections.append((f"{name} log (tail)", "\n".join(gw.log_text().splitlines()[-40:])))
+
+
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory) -> Gateway:
     """The shipped French and Spanish models behind a real uvicorn, as `glotta serve` runs them."""
@@ -125,6 +137,30 @@ def hf_greedy(model, ids: list[int], n: int) -> list[int]:
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              generation_config=cfg)
     return out[0, len(ids):].tolist()
+
+
+def engine_greedy(engine, prompts: list[str], n: int) -> list[tuple[list[int], list[float]]]:
+    """(greedy ids, prompt log-probs) of each prompt, all at once through one embedded engine (started, stopped)."""
+    import asyncio
+
+    from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
+
+    async def run():
+        await engine.start()
+        try:
+            async def one(p):
+                ids, lp = [], None
+                req = GenerationRequest(p, n, SamplingParams(top_k=1), StopConditions(stop_on_eod=False),
+                                        prompt_logprobs=True)
+                async for c in engine.generate(req):
+                    ids += c.token_ids
+                    lp = c.prompt.logprobs if c.prompt is not None else lp
+                return ids, lp
+            return await asyncio.gather(*(one(p) for p in prompts))
+        finally:
+            await engine.stop()
+
+    return asyncio.run(run())
 
 
 def assert_hf_parity(model, tok, prompts: list[str], results: list, n: int, min_distinct: int) -> None:

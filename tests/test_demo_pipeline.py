@@ -32,7 +32,8 @@ def test_demo_recipe_end_to_end(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert f"**{meta['valid_perplexity']}**" in (out / "README.md").read_text()
     # the served ONNX holds the checkpoint's weights (fp16-rounded)
-    from glotta.core.megatron.reader import read, to_hf
+    from glotta.core.megatron.hf import to_hf
+    from glotta.core.megatron.reader import read
     from glotta.server.engine.onnx_model import OnnxCausalLM
 
     merged, shape = read(tmp_path / "work" / "checkpoints", meta["vocab_size"])

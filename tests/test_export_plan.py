@@ -31,17 +31,13 @@ def test_cli_for_params_preset_and_checkpoint(tmp_path):
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "plan", "meme-1.7b"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "1,650,461,184" in r.stdout
-    import argparse
-
     from glotta.core.megatron import checkpoint as ckpt
-    from glotta.training.local_trainer import build_model
+    from glotta.training.local_trainer import build_model, megatron_args
     from glotta.training.megatron_config import load
 
     cfg = load("demo-tiny")
     model = build_model(cfg, 0)
-    args = argparse.Namespace(num_layers=4, hidden_size=256, padded_vocab_size=cfg.padded_vocab(),
-                              max_position_embeddings=512)
-    ckpt.save(tmp_path, 1, model, args, {}, {}, {})
+    ckpt.save(tmp_path, 1, model, megatron_args(cfg, 1), {}, {}, {})
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "plan", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     params = sum(p.numel() for p in model.parameters())

@@ -1,7 +1,6 @@
 """Hugging Face folders served as they are: GPT-2 and Llama (RoPE with scaling, SwiGLU, RMSNorm, grouped KV heads,
 untied head), built here with random peaked weights, against transformers on the same weights."""
 
-import asyncio
 import copy
 import json
 import shutil
@@ -13,10 +12,9 @@ import torch
 from glotta.core.errors import GlottaError
 from glotta.server.engine.hf_import import cached_hf_model, convert_hf_folder, is_hf_folder, read_safetensors
 from glotta.server.engine.onnx_engine import OnnxEngine
-from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 from glotta.server.triton.launcher import TritonServer
 
-from .conftest import FR, REPO, Gateway, assert_hf_parity, free_port, hf_greedy
+from .conftest import FR, REPO, Gateway, assert_hf_parity, engine_greedy, free_port, hf_greedy
 
 PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
 TOKENIZER = REPO / FR / "tokenizer.json"  # ids 0 = <|endoftext|>
@@ -62,22 +60,6 @@ def hf_llama(tmp_path_factory):
     return _save(model, tmp_path_factory.mktemp("hf") / "tiny-llama"), model
 
 
-async def _engine_run(engine, n):
-    await engine.start()
-    try:
-        async def one(p):
-            ids, lp = [], None
-            req = GenerationRequest(p, n, SamplingParams(top_k=1), StopConditions(stop_on_eod=False),
-                                    prompt_logprobs=True)
-            async for c in engine.generate(req):
-                ids += c.token_ids
-                lp = c.prompt.logprobs if c.prompt is not None else lp
-            return ids, lp
-        return await asyncio.gather(*(one(p) for p in PROMPTS))
-    finally:
-        await engine.stop()
-
-
 @pytest.mark.parametrize("which", ["hf_gpt2", "hf_llama"])
 def test_hf_folder_serves_like_transformers(request, tmp_path, monkeypatch, which):
     src, model = request.getfixturevalue(which)
@@ -88,7 +70,7 @@ def test_hf_folder_serves_like_transformers(request, tmp_path, monkeypatch, whic
     meta = json.loads((served / "glotta.json").read_text())
     assert meta["architecture"] == which.removeprefix("hf_") and meta["eod_token"] == "<|endoftext|>"
     engine = OnnxEngine(served, threads=1)
-    results = asyncio.run(_engine_run(engine, 24))
+    results = engine_greedy(engine, PROMPTS, 24)
     assert_hf_parity(model, engine.tokenizer, PROMPTS, results, 24, min_distinct=15)
 
 
@@ -102,7 +84,7 @@ def test_llama_bf16_weights_and_int8(hf_llama, tmp_path, monkeypatch):
     np.testing.assert_array_equal(tensors["model.layers.0.self_attn.k_proj.weight"], w)
     monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
     out = convert_hf_folder(bf16, tmp_path / "repo" / "llama-bf16")
-    (ids, _), *_ = asyncio.run(_engine_run(OnnxEngine(out, threads=1, int8=True), 8))
+    (ids, _), *_ = engine_greedy(OnnxEngine(out, threads=1, int8=True), PROMPTS, 8)
     assert len(ids) == 8
 
 

@@ -70,11 +70,11 @@ def test_megatron_weights_round_trip_and_qkv_order(tmp_path):
     assert torch.equal(qkv[0:hn], c_attn[:, 0:hn].T)  # head 0: q
     assert torch.equal(qkv[hn:2 * hn], c_attn[:, 128:128 + hn].T)  # head 0: k
     assert torch.equal(qkv[3 * hn:4 * hn], c_attn[:, hn:2 * hn].T)  # head 1: q
-    import argparse
+    from glotta.training.local_trainer import megatron_args
 
-    path = ckpt.save(tmp_path, 3, model, argparse.Namespace(), {}, {}, {})
+    path = ckpt.save(tmp_path, 3, model, megatron_args(cfg, 3), {}, {}, {})
     other = build_model(cfg, 1).eval()
-    ckpt.from_megatron(ckpt.load(path)["model"]["language_model"], other)  # through the file on disk
+    ckpt.from_megatron(ckpt.load(path), other)  # through the file on disk
     ids = torch.randint(0, 200, (2, 16))
     with torch.no_grad():
         assert torch.equal(other(ids).logits, model(ids).logits)

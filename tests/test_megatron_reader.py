@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from glotta.core.megatron import checkpoint as ckpt
-from glotta.core.megatron.reader import CheckpointError, read, to_hf
+from glotta.core.megatron.hf import to_hf
+from glotta.core.megatron.reader import CheckpointError, read
 from glotta.training.local_trainer import build_model
 from glotta.training.megatron_config import TrainConfig
 

@@ -171,7 +171,9 @@ def test_eval_scores_are_recomputed_from_the_engines_own_answers(gateway, http, 
     (cell,) = json.loads((tmp_path / "sentiment-fr.json").read_text())["cells"]
     labels = []
     for row in rows:
-        scores = http.post("/v1/templates/sentiment-fr/run", json={"inputs": row["inputs"], "k": 1}).json()["scores"]
+        r = http.post("/v1/templates/sentiment-fr/run", json={"inputs": row["inputs"], "k": 1})
+        assert r.status_code == 200, r.text
+        scores = r.json()["scores"]
         labels.append(max(scores, key=scores.get))
     assert cell["value"] == sum(a == r["label"] for a, r in zip(labels, rows)) / len(rows)
 

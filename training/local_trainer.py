@@ -38,9 +38,18 @@ def lr_at(cfg: TrainConfig, samples: int) -> float:
 
 
 def build_model(cfg: TrainConfig, seed: int):
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """The configuration's model in `transformers`: a GPT2LMHeadModel, or a LlamaForCausalLM for the Llama family."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    if cfg.family == "llama":
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=cfg.padded_vocab(), hidden_size=cfg.hidden_size, intermediate_size=cfg.ffn,
+            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_attention_heads,
+            num_key_value_heads=cfg.query_groups, max_position_embeddings=cfg.max_position_embeddings or cfg.seq_length,
+            rms_norm_eps=cfg.norm_epsilon, rope_theta=float(cfg.rotary_base), initializer_range=cfg.init_method_std,
+            tie_word_embeddings=not cfg.untie_embeddings_and_output_weights, attention_bias=False, mlp_bias=False,
+        ))
     return GPT2LMHeadModel(GPT2Config(
         vocab_size=cfg.padded_vocab(), n_positions=cfg.max_position_embeddings or cfg.seq_length,
         n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_attention_heads,
@@ -81,7 +90,7 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
     resume = ckpt.latest(save)
     if resume is not None:
         state = ckpt.load(resume)
-        ckpt.from_megatron(state["model"]["language_model"], model)
+        ckpt.from_megatron(state, model)
         opt.load_state_dict(state["optimizer"])
         step = state["iteration"]
         history = state["opt_param_scheduler"]["history"]
@@ -123,24 +132,30 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
 
 def megatron_args(cfg: TrainConfig, step: int) -> argparse.Namespace:
     """The Megatron-LM arguments (megatron/training/arguments.py names and meanings) that Megatron's own tools and
-    FasterTransformer's megatron_ckpt_convert.py read from a checkpoint: the model is Megatron's GPT default — learned
-    absolute positions, pre-LayerNorm (ε 1e-5), biases, exact GELU, tied embeddings, fp32 parameters."""
+    FasterTransformer's megatron_ckpt_convert.py read from a checkpoint: Megatron's GPT default (learned absolute
+    positions, pre-LayerNorm, biases, exact GELU, tied embeddings) or the Llama family (RoPE, RMSNorm, SwiGLU,
+    grouped KV heads, no biases) as configured; fp32 parameters."""
     h, heads = cfg.hidden_size, cfg.num_attention_heads
+    llama = cfg.family == "llama"
     return argparse.Namespace(
-        num_layers=cfg.num_layers, hidden_size=h, ffn_hidden_size=4 * h, num_attention_heads=heads,
-        kv_channels=h // heads, num_query_groups=heads, group_query_attention=False,
+        num_layers=cfg.num_layers, hidden_size=h, ffn_hidden_size=cfg.ffn, num_attention_heads=heads,
+        kv_channels=h // heads, num_query_groups=cfg.query_groups, group_query_attention=cfg.group_query_attention,
         seq_length=cfg.seq_length, max_position_embeddings=cfg.max_position_embeddings or cfg.seq_length,
-        position_embedding_type="learned_absolute", normalization="LayerNorm", layernorm_epsilon=1e-5,
-        apply_layernorm_1p=False, apply_residual_connection_post_layernorm=False, add_bias_linear=True,
-        add_qkv_bias=True, swiglu=False, openai_gelu=False, squared_relu=False, bias_gelu_fusion=False,
-        untie_embeddings_and_output_weights=False, apply_query_key_layer_scaling=False,
+        position_embedding_type=cfg.position_embedding_type, rotary_base=cfg.rotary_base, rotary_percent=1.0,
+        rotary_interleaved=False, use_rope_scaling=False, normalization=cfg.normalization,
+        norm_epsilon=cfg.norm_epsilon, layernorm_epsilon=cfg.norm_epsilon,
+        apply_layernorm_1p=False, apply_residual_connection_post_layernorm=False,
+        add_bias_linear=not cfg.disable_bias_linear, add_qkv_bias=not cfg.disable_bias_linear, swiglu=cfg.swiglu,
+        openai_gelu=False, squared_relu=False, bias_gelu_fusion=False, bias_swiglu_fusion=llama,
+        untie_embeddings_and_output_weights=cfg.untie_embeddings_and_output_weights,
+        apply_query_key_layer_scaling=False,
         attention_softmax_in_fp32=True, padded_vocab_size=cfg.padded_vocab(),
         make_vocab_size_divisible_by=cfg.make_vocab_size_divisible_by, tokenizer_type="GPT2BPETokenizer",
         params_dtype=torch.float32, fp16=False, bf16=False, tensor_model_parallel_size=1,
         pipeline_model_parallel_size=1, virtual_pipeline_model_parallel_size=None,
         micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size, lr=cfg.lr,
         min_lr=cfg.min_lr, consumed_train_samples=step * cfg.global_batch_size, consumed_valid_samples=0,
-        iteration=step, glotta_config=cfg.model_dump(),
+        iteration=step, use_legacy_models=not llama, ckpt_format="torch", glotta_config=cfg.model_dump(),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 import yaml
@@ -61,10 +62,43 @@ class TrainConfig(BaseModel):
     exit_duration_in_mins: int | None = None
     gpu: str = "V100-32GB"
     mfu: float = Field(0.2, gt=0, le=1, description="model FLOPs utilisation assumed by the time estimate")
+    # architecture (Megatron's flags of the same names); the defaults are Megatron's GPT, the Llama family sets all of
+    # position_embedding_type rope, normalization RMSNorm, swiglu, disable_bias_linear (core/megatron/shape.py)
+    position_embedding_type: Literal["learned_absolute", "rope"] = "learned_absolute"
+    rotary_base: int = Field(10000, gt=0)
+    normalization: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
+    norm_epsilon: float = Field(1e-5, gt=0)
+    swiglu: bool = False
+    ffn_hidden_size: int | None = Field(None, gt=0)
+    group_query_attention: bool = False
+    num_query_groups: int | None = Field(None, gt=0)
+    untie_embeddings_and_output_weights: bool = False
+    disable_bias_linear: bool = False
 
     @property
     def head_size(self) -> float:
         return self.hidden_size / self.num_attention_heads
+
+    @property
+    def family(self) -> str:
+        """`gpt2` or `llama`; ValueError for a mixture no engine serves."""
+        from glotta.core.megatron.shape import family_of
+
+        return family_of(SimpleNamespace(position_embedding_type=self.position_embedding_type,
+                                         normalization=self.normalization, swiglu=self.swiglu,
+                                         add_bias_linear=not self.disable_bias_linear))
+
+    @property
+    def ffn(self) -> int:
+        """MLP width: Megatron's default is 4h, and for SwiGLU 2/3 of that rounded down to a multiple of 64."""
+        if self.ffn_hidden_size:
+            return self.ffn_hidden_size
+        return int(4 * self.hidden_size * 2 / 3 / 64) * 64 if self.swiglu else 4 * self.hidden_size
+
+    @property
+    def query_groups(self) -> int:
+        return self.num_query_groups if self.group_query_attention and self.num_query_groups else \
+            self.num_attention_heads
 
     def padded_vocab(self) -> int:
         multiple = self.make_vocab_size_divisible_by * self.tensor_parallel
@@ -88,6 +122,15 @@ PRESETS = {
         name="demo-tiny", num_layers=4, hidden_size=256, num_attention_heads=8, seq_length=256,
         max_position_embeddings=512, vocab_size=8192, micro_batch_size=8, global_batch_size=8, lr=2e-3,
         min_lr=1e-4, lr_warmup_samples=400, train_samples=9600, weight_decay=0.1, adam_beta2=0.95, precision="fp32",
+    ),
+    # The same size in the Llama architecture of today's localized models (CroissantLLM, Salamandra, EuroLLM):
+    # RoPE, RMSNorm, SwiGLU, 2 key/value groups for 8 heads, untied output layer, no biases.
+    "demo-tiny-llama": dict(
+        name="demo-tiny-llama", num_layers=4, hidden_size=256, num_attention_heads=8, seq_length=256,
+        max_position_embeddings=512, vocab_size=8192, micro_batch_size=8, global_batch_size=8, lr=2e-3,
+        min_lr=1e-4, lr_warmup_samples=400, train_samples=9600, weight_decay=0.1, adam_beta2=0.95, precision="fp32",
+        position_embedding_type="rope", normalization="RMSNorm", swiglu=True, group_query_attention=True,
+        num_query_groups=2, untie_embeddings_and_output_weights=True, disable_bias_linear=True,
     ),
 }
 
@@ -126,6 +169,20 @@ def validate(cfg: TrainConfig, nodes: int, gpus_per_node: int, allow_any_head_si
         errors.append(f"hidden size {cfg.hidden_size} is not divisible by {cfg.num_attention_heads} heads")
     if cfg.num_attention_heads % tp:
         errors.append(f"{cfg.num_attention_heads} heads are not divisible by tensor parallel {tp}")
+    try:
+        family = cfg.family
+    except ValueError as e:
+        errors.append(str(e))
+        family = None
+    groups = cfg.query_groups
+    if cfg.group_query_attention and not cfg.num_query_groups:
+        errors.append("group_query_attention needs num_query_groups")
+    elif cfg.num_attention_heads % groups:
+        errors.append(f"{cfg.num_attention_heads} heads are not divisible by {groups} query groups")
+    elif groups % tp:
+        errors.append(f"{groups} query groups are not divisible by tensor parallel {tp}")
+    if family == "llama" and cfg.head_size % 2:
+        errors.append(f"head size {cfg.head_size:g} is odd: RoPE rotates pairs of channels")
     if cfg.num_layers % pp:
         errors.append(f"{cfg.num_layers} layers are not divisible by pipeline parallel {pp}")
     if world % (tp * pp):

@@ -6,7 +6,7 @@ import math
 import shlex
 from dataclasses import dataclass
 
-from glotta.core.megatron.shape import gpt_parameters
+from glotta.core.megatron.shape import gpt_parameters, llama_parameters
 
 from .megatron_config import GPUS, TrainConfig
 
@@ -35,6 +35,9 @@ class Plan:
 
 
 def parameters(cfg: TrainConfig) -> int:
+    if cfg.family == "llama":
+        return llama_parameters(cfg.num_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.query_groups, cfg.ffn,
+                                cfg.padded_vocab(), not cfg.untie_embeddings_and_output_weights)
     return gpt_parameters(cfg.num_layers, cfg.hidden_size, cfg.padded_vocab(),
                           cfg.max_position_embeddings or cfg.seq_length)
 
@@ -105,6 +108,7 @@ def pretrain_args(cfg: TrainConfig, data_path: list[str], vocab_file: str, merge
         "--save", save, "--load", save, "--save-interval", cfg.save_interval,
         "--log-interval", cfg.log_interval, "--eval-interval", cfg.eval_interval, "--eval-iters", cfg.eval_iters,
     ]
+    args += architecture_args(cfg)
     if cfg.precision != "fp32":
         args.append(f"--{cfg.precision}")
     if cfg.recompute == "selective":
@@ -117,6 +121,30 @@ def pretrain_args(cfg: TrainConfig, data_path: list[str], vocab_file: str, merge
     if tensorboard_dir:
         args += ["--tensorboard-dir", tensorboard_dir]
     return [str(a) for a in args]
+
+
+def architecture_args(cfg: TrainConfig) -> list:
+    """Megatron's architecture flags, those that differ from its GPT defaults."""
+    out: list = []
+    if cfg.position_embedding_type != "learned_absolute":
+        out += ["--position-embedding-type", cfg.position_embedding_type]
+        if cfg.rotary_base != 10000:
+            out += ["--rotary-base", cfg.rotary_base]
+    if cfg.normalization != "LayerNorm":
+        out += ["--normalization", cfg.normalization]
+    if cfg.norm_epsilon != 1e-5:
+        out += ["--norm-epsilon", cfg.norm_epsilon]
+    if cfg.swiglu:
+        out.append("--swiglu")
+    if cfg.ffn_hidden_size:
+        out += ["--ffn-hidden-size", cfg.ffn_hidden_size]
+    if cfg.group_query_attention:
+        out += ["--group-query-attention", "--num-query-groups", cfg.query_groups]
+    if cfg.untie_embeddings_and_output_weights:
+        out.append("--untie-embeddings-and-output-weights")
+    if cfg.disable_bias_linear:
+        out.append("--disable-bias-linear")
+    return out
 
 
 def launch_script(cfg: TrainConfig, args: list[str], megatron: str, nodes: int, gpus_per_node: int, slurm: bool,

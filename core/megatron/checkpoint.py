@@ -6,8 +6,10 @@
                                                              "optimizer", "opt_param_scheduler", "rng_state"}
 
 Writing takes a `transformers` GPT-2 (exact GELU, Megatron's default): Conv1D weights transposed to Megatron's
-[out, in], fused QKV rows ordered per head (head, q/k/v, head_dim) as checkpoint_version 3.0 expects. Reading any
-Megatron layout is `reader.read`.
+[out, in], fused QKV rows ordered per head (head, q/k/v, head_dim) as checkpoint_version 3.0 expects. A Llama
+(LlamaForCausalLM) is written in the Megatron-core layout that `--use-mcore-models` trains and saves (`"model":
+{"decoder.layers.N.self_attention.linear_qkv.weight", ...}`): QKV rows per query group (its query heads, its key,
+its value), fc1 = [gate; up]. Reading any Megatron layout is `reader.read`.
 """
 
 from __future__ import annotations
@@ -57,8 +59,37 @@ def _qkv_to_megatron(w, heads: int):
     return t.reshape(three_h, *t.shape[3:]).contiguous()
 
 
-def to_megatron(model) -> dict:
+def _llama_to_megatron(model) -> dict:
+    """LlamaForCausalLM → Megatron-core's state dict (the local layer spec's names)."""
+    import torch
+
     cfg = model.config
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    heads, groups = cfg.num_attention_heads, cfg.num_key_value_heads
+    hn = cfg.hidden_size // heads
+    out = {"embedding.word_embeddings.weight": sd["model.embed_tokens.weight"],
+           "decoder.final_layernorm.weight": sd["model.norm.weight"]}
+    if not cfg.tie_word_embeddings:
+        out["output_layer.weight"] = sd["lm_head.weight"]
+    for i in range(cfg.num_hidden_layers):
+        p, m = f"model.layers.{i}.", f"decoder.layers.{i}."
+        q, k, v = (sd[p + f"self_attn.{x}_proj.weight"] for x in "qkv")
+        qkv = torch.cat([q.reshape(groups, heads // groups * hn, -1), k.reshape(groups, hn, -1),
+                         v.reshape(groups, hn, -1)], dim=1)
+        out[m + "input_layernorm.weight"] = sd[p + "input_layernorm.weight"]
+        out[m + "self_attention.linear_qkv.weight"] = qkv.reshape(-1, cfg.hidden_size).contiguous()
+        out[m + "self_attention.linear_proj.weight"] = sd[p + "self_attn.o_proj.weight"]
+        out[m + "pre_mlp_layernorm.weight"] = sd[p + "post_attention_layernorm.weight"]
+        out[m + "mlp.linear_fc1.weight"] = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
+        out[m + "mlp.linear_fc2.weight"] = sd[p + "mlp.down_proj.weight"]
+    return out
+
+
+def to_megatron(model) -> dict:
+    """A checkpoint's `model` entry: the legacy layout for a GPT-2, Megatron-core's for a Llama."""
+    cfg = model.config
+    if cfg.model_type == "llama":
+        return _llama_to_megatron(model)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     enc = {}
     for i in range(cfg.n_layer):
@@ -83,16 +114,15 @@ def to_megatron(model) -> dict:
     return {"language_model": {"embedding": embedding, "encoder": enc}}
 
 
-def from_megatron(lm: dict, model) -> None:
-    """Load Megatron `model["language_model"]` weights into a GPT-2 model of the same shape (in place), through the
-    reader's one Megatron → Hugging Face mapping."""
-    from .reader import canonical_rank, hf_state_dict
-    from .shape import GPTShape
+def from_megatron(state: dict, model) -> None:
+    """Load a single-rank checkpoint's weights into a model of the same shape (in place), through the reader's one
+    Megatron → Hugging Face mapping."""
+    from .hf import hf_state_dict
+    from .reader import canonical_rank
+    from .shape import shape_from_args
 
-    cfg = model.config
-    merged = canonical_rank({"checkpoint_version": CHECKPOINT_VERSION, "model": {"language_model": lm}}, cfg.n_head, 0)
-    shape = GPTShape(layers=cfg.n_layer, hidden=cfg.n_embd, heads=cfg.n_head, vocab=cfg.vocab_size,
-                     positions=cfg.n_positions)
+    shape = shape_from_args(state["args"], model.config.vocab_size)
+    merged = canonical_rank({"checkpoint_version": CHECKPOINT_VERSION, "model": state["model"]}, shape.heads, 0)
     model.load_state_dict(hf_state_dict(merged, shape))
 
 

@@ -1,9 +1,12 @@
-"""Read Megatron GPT checkpoints into one canonical, unsharded set of weights (and a `transformers` GPT-2).
+"""Read Megatron GPT checkpoints (GPT-2 or Llama family, shape.py) into one canonical, unsharded set of weights.
 
-Handles the legacy layout (`model.language_model.{embedding, encoder|transformer}`, `self_attention` or `attention`)
-and the Megatron-core layout (`decoder.layers.N.self_attention.linear_qkv`, TE-fused layer norms included), tensor-
-parallel shards (`mp_rank_00`, `mp_rank_01`, …) and pipeline stages (`mp_rank_XX_YYY`), the three fused-QKV row orders
-of checkpoint versions 0 / 1.0 / 2.0+, and vocabulary padding. Anything else is refused with the reason.
+Handles the legacy layout (`model.language_model.{embedding, encoder|transformer}`, `self_attention` or `attention`,
+`input_layernorm` or `input_norm`) and the Megatron-core layout (`decoder.layers.N.self_attention.linear_qkv`,
+TE-fused layer norms included), tensor-parallel shards (`mp_rank_00`, `mp_rank_01`, …) and pipeline stages
+(`mp_rank_XX_YYY`), the three fused-QKV row orders of checkpoint versions 0 / 1.0 / 2.0+, grouped query attention
+(QKV rows per group: the group's query heads, then its key, then its value), SwiGLU's fc1 (each rank holds its own
+[gate; up] halves), an untied output layer, and vocabulary padding. Anything else is refused with the reason.
+Weights stay in Megatron's naming and orientation; hf.py turns them into a `transformers` model.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import CheckpointError, iteration_dir, load
-from .shape import GPTShape
+from .shape import GPTShape, shape_from_args
 
 ROW_PARALLEL = ("proj_w", "fc2_w")  # split along the input dimension
 COLUMN_PARALLEL = ("qkv_w", "qkv_b", "fc1_w", "fc1_b")  # split along the output dimension
@@ -22,7 +25,8 @@ LEGACY = {"input_layernorm.weight": "ln1_w", "input_layernorm.bias": "ln1_b",
           "query_key_value.weight": "qkv_w", "query_key_value.bias": "qkv_b", "dense.weight": "proj_w",
           "dense.bias": "proj_b", "post_attention_layernorm.weight": "ln2_w", "post_attention_layernorm.bias": "ln2_b",
           "dense_h_to_4h.weight": "fc1_w", "dense_h_to_4h.bias": "fc1_b", "dense_4h_to_h.weight": "fc2_w",
-          "dense_4h_to_h.bias": "fc2_b"}
+          "dense_4h_to_h.bias": "fc2_b", "input_norm.weight": "ln1_w", "input_norm.bias": "ln1_b",
+          "post_attention_norm.weight": "ln2_w", "post_attention_norm.bias": "ln2_b"}
 CORE = {"input_layernorm.weight": "ln1_w", "input_layernorm.bias": "ln1_b",
         "self_attention.linear_qkv.layer_norm_weight": "ln1_w", "self_attention.linear_qkv.layer_norm_bias": "ln1_b",
         "self_attention.linear_qkv.weight": "qkv_w", "self_attention.linear_qkv.bias": "qkv_b",
@@ -31,6 +35,9 @@ CORE = {"input_layernorm.weight": "ln1_w", "input_layernorm.bias": "ln1_b",
         "mlp.linear_fc1.layer_norm_weight": "ln2_w", "mlp.linear_fc1.layer_norm_bias": "ln2_b",
         "mlp.linear_fc1.weight": "fc1_w", "mlp.linear_fc1.bias": "fc1_b", "mlp.linear_fc2.weight": "fc2_w",
         "mlp.linear_fc2.bias": "fc2_b"}
+NEEDED = {"gpt2": ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "ln2_w", "ln2_b", "fc1_w", "fc1_b", "fc2_w",
+                   "fc2_b"),
+          "llama": ("ln1_w", "qkv_w", "proj_w", "ln2_w", "fc1_w", "fc2_w")}
 
 
 def _rank_files(it_dir: Path) -> dict[tuple[int, int], Path]:
@@ -68,11 +75,12 @@ def canonical_rank(state: dict, heads_local: int, layer_offset: int) -> dict:
             raise CheckpointError("language_model has neither `encoder` nor `transformer`")
         if "embedding" in lm:
             out["wte"] = lm["embedding"]["word_embeddings"]["weight"]
-            out["wpe"] = lm["embedding"]["position_embeddings"]["weight"]
+            if "position_embeddings" in lm["embedding"]:  # none with RoPE
+                out["wpe"] = lm["embedding"]["position_embeddings"]["weight"]
         if "output_layer" in lm:
             out["lm_head"] = lm["output_layer"]["weight"]
         for key, value in enc.items():
-            if key.startswith("final_layernorm."):
+            if key.startswith(("final_layernorm.", "final_norm.")):
                 out["lnf_" + key.split(".")[-1][0]] = value
                 continue
             m = re.fullmatch(r"layers\.(\d+)\.(?:self_attention|attention|mlp)\.(.+)|layers\.(\d+)\.(.+)", key)
@@ -116,81 +124,75 @@ def checkpoint_args(path: str | Path):
     return _args(load(next(iter(_rank_files(iteration_dir(path)).values()))))
 
 
+def _model_shape(args, files: dict) -> GPTShape:
+    """The shape the arguments describe, or the reason Glotta cannot read it."""
+    try:
+        shape = shape_from_args(args)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    if shape.family == "llama":
+        if float(getattr(args, "rotary_percent", 1.0) or 1.0) != 1.0:
+            raise CheckpointError(f"--rotary-percent {args.rotary_percent}: partial rotary embeddings are not supported")
+        if getattr(args, "rotary_interleaved", False):
+            raise CheckpointError("--rotary-interleaved is not supported (Hugging Face Llama rotates halves)")
+        if getattr(args, "use_rope_scaling", False):  # Megatron's Llama 3.1 scaling, its fixed constants
+            shape.rope_scaling = {"rope_type": "llama3", "factor": float(getattr(args, "rope_scaling_factor", 8.0)),
+                                  "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                  "original_max_position_embeddings": 8192}
+    shape.tp = max(t for t, _ in files) + 1
+    shape.pp = max(p for _, p in files) + 1
+    if shape.heads % shape.tp or shape.layers % shape.pp or shape.heads % shape.groups:
+        raise CheckpointError(f"{shape.heads} heads / {shape.groups} query groups / {shape.layers} layers do not "
+                              f"split over TP {shape.tp} × PP {shape.pp}")
+    if shape.groups % shape.tp:
+        raise CheckpointError(f"{shape.groups} query groups over TP {shape.tp}: replicated KV heads are not supported")
+    return shape
+
+
+def _merge(name: str, shards: list[torch.Tensor], tp: int, family: str) -> torch.Tensor:
+    if name == "fc1_w" and family == "llama":  # every rank holds [its gate rows; its up rows]
+        halves = [s.chunk(2, dim=0) for s in shards[:tp]]
+        return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
+    if name in COLUMN_PARALLEL or name in ("wte", "lm_head"):
+        return torch.cat(shards[:tp], dim=0)
+    if name in ROW_PARALLEL:
+        return torch.cat(shards[:tp], dim=1)
+    return shards[0]
+
+
 def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, GPTShape]:
     """(canonical unsharded weights, model shape) of a checkpoint; `vocab_size` removes the vocabulary padding."""
     files = _rank_files(iteration_dir(path))
     first = load(next(iter(files.values())))
-    args = _args(first)
-    tp = max(t for t, _ in files) + 1
-    pp = max(p for _, p in files) + 1
-    layers, heads = args.num_layers, args.num_attention_heads
-    if heads % tp or layers % pp:
-        raise CheckpointError(f"{heads} heads / {layers} layers do not split over TP {tp} × PP {pp}")
+    shape = _model_shape(_args(first), files)
+    shape.version = float(first.get("checkpoint_version", 0))
+    if shape.groups != shape.heads and shape.version < 2.0:
+        raise CheckpointError(f"checkpoint_version {shape.version} predates grouped query attention")
+    tp, pp, layers = shape.tp, shape.pp, shape.layers
     ranks = {}
     for (t, p), f in files.items():
         state = first if (t, p) == next(iter(files)) else load(f)
-        ranks[(t, p)] = canonical_rank(state, heads // tp, p * layers // pp)
+        ranks[(t, p)] = canonical_rank(state, shape.heads // tp, p * layers // pp)
     merged: dict = {}
     for key in {k for r in ranks.values() for k in r}:
         shards = [ranks[(t, p)][key] for p in range(pp) for t in range(tp) if key in ranks[(t, p)]]
-        name = key[1] if isinstance(key, tuple) else key
-        if name in COLUMN_PARALLEL or name in ("wte", "lm_head"):
-            merged[key] = torch.cat(shards[:tp], dim=0)
-        elif name in ROW_PARALLEL:
-            merged[key] = torch.cat(shards[:tp], dim=1)
-        else:
-            merged[key] = shards[0]
-    names = {"ln1_w", "ln1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "ln2_w", "ln2_b", "fc1_w", "fc1_b", "fc2_w",
-             "fc2_b"}
+        merged[key] = _merge(key[1] if isinstance(key, tuple) else key, shards, tp, shape.family)
     for i in range(layers):
-        missing = sorted(n for n in names if (i, n) not in merged)
+        missing = sorted(n for n in NEEDED[shape.family] if (i, n) not in merged)
         if missing:
             raise CheckpointError(f"layer {i} lacks {missing}")
-    for key in ("wte", "wpe", "lnf_w", "lnf_b"):
+    needed = ("wte", "wpe", "lnf_w", "lnf_b") if shape.family == "gpt2" else ("wte", "lnf_w")
+    needed += () if shape.tied else ("lm_head",)
+    for key in needed:
         if key not in merged:
             raise CheckpointError(f"no {key} in the checkpoint")
     if vocab_size:
         merged["wte"] = merged["wte"][:vocab_size]
         if "lm_head" in merged:
             merged["lm_head"] = merged["lm_head"][:vocab_size]
-    shape = GPTShape(layers=layers, hidden=args.hidden_size, heads=heads, vocab=merged["wte"].shape[0],
-                     positions=merged["wpe"].shape[0], ffn=merged[(0, "fc1_w")].shape[0], tp=tp, pp=pp,
-                     version=float(first.get("checkpoint_version", 0)), args=args)
+    shape.vocab = merged["wte"].shape[0]
+    fc1 = merged[(0, "fc1_w")].shape[0]
+    shape.ffn = fc1 // 2 if shape.family == "llama" else fc1
+    if "wpe" in merged:
+        shape.positions = merged["wpe"].shape[0]
     return merged, shape
-
-
-def hf_state_dict(merged: dict, shape: GPTShape) -> dict:
-    """Canonical weights → a `transformers` GPT-2 state dict (tied output unless the checkpoint has its own)."""
-    h, heads = shape.hidden, shape.heads
-    hn = h // heads
-
-    def qkv(w: torch.Tensor) -> torch.Tensor:  # (head, q/k/v, hn) rows → HF c_attn columns q | k | v
-        t = w.reshape(heads, 3, hn, *w.shape[1:]).transpose(0, 1).reshape(3 * h, *w.shape[1:])
-        return t.T if t.dim() == 2 else t
-
-    sd = {"transformer.wte.weight": merged["wte"], "transformer.wpe.weight": merged["wpe"],
-          "transformer.ln_f.weight": merged["lnf_w"], "transformer.ln_f.bias": merged["lnf_b"],
-          "lm_head.weight": merged.get("lm_head", merged["wte"])}
-    for i in range(shape.layers):
-        p = f"transformer.h.{i}."
-        g = lambda n: merged[(i, n)]  # noqa: E731
-        sd.update({p + "ln_1.weight": g("ln1_w"), p + "ln_1.bias": g("ln1_b"),
-                   p + "attn.c_attn.weight": qkv(g("qkv_w")), p + "attn.c_attn.bias": qkv(g("qkv_b")),
-                   p + "attn.c_proj.weight": g("proj_w").T, p + "attn.c_proj.bias": g("proj_b"),
-                   p + "ln_2.weight": g("ln2_w"), p + "ln_2.bias": g("ln2_b"),
-                   p + "mlp.c_fc.weight": g("fc1_w").T, p + "mlp.c_fc.bias": g("fc1_b"),
-                   p + "mlp.c_proj.weight": g("fc2_w").T, p + "mlp.c_proj.bias": g("fc2_b")})
-    return {k: v.float().contiguous() for k, v in sd.items()}
-
-
-def to_hf(merged: dict, shape: GPTShape):
-    """A `transformers` GPT2LMHeadModel holding the checkpoint's weights (exact GELU, as Megatron)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    tied = "lm_head" not in merged or torch.equal(merged["lm_head"], merged["wte"])
-    cfg = GPT2Config(vocab_size=shape.vocab, n_positions=shape.positions, n_embd=shape.hidden,
-                     n_layer=shape.layers, n_head=shape.heads, activation_function="gelu",
-                     tie_word_embeddings=tied)
-    model = GPT2LMHeadModel(cfg)
-    model.load_state_dict(hf_state_dict(merged, shape))
-    return model.eval()

@@ -98,8 +98,9 @@ def special_tokens(src: Path, cfg: dict) -> dict:
     return out
 
 
-def convert_hf_folder(src: str | Path, out: str | Path) -> Path:
-    """Write the served model folder for a Hugging Face folder (atomically: a finished folder or none)."""
+def convert_hf_folder(src: str | Path, out: str | Path, source: str | Path | None = None) -> Path:
+    """Write the served model folder for a Hugging Face folder (atomically: a finished folder or none); `source`
+    names where the weights came from when `src` is an intermediate folder."""
     from glotta.server.triton.config_writers.cpu import write_model
 
     src, out = Path(src), Path(out)
@@ -122,7 +123,7 @@ def convert_hf_folder(src: str | Path, out: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         save_decoder(graph, tmp / "1" / "model.onnx")
-        ModelFolder.write(tmp, {"name": out.name, **_meta(spec), **tokens, "source": str(src)}, None)
+        ModelFolder.write(tmp, {"name": out.name, **_meta(spec), **tokens, "source": str(source or src)}, None)
         copy_tokenizer_files(src, tmp, (*TOKENIZER_FILES, "tokenizer_config.json"))
         write_model(tmp, out.name)
         if out.exists():

@@ -200,7 +200,7 @@ class TritonServer:
 
     def ready(self) -> bool:
         try:
-            return httpx.get(self.http_url + "/v2/health/ready", timeout=1).status_code == 200
+            return httpx.get(self.http_url + "/v2/health/ready", timeout=5).status_code == 200  # slow when loaded
         except httpx.HTTPError:
             return False
 
