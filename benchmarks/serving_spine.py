@@ -7,7 +7,9 @@ Measured, all greedy with `--new-tokens` tokens per prompt:
 1. in-process tokens/s at batch 1 and 16: HF, CTranslate2 float32 / int8, Glotta fp32 / INT8;
 2. over HTTP (`/v1/completions` on a real `glotta serve`): 1 and 16 concurrent clients, fp32 and `--int8`;
 3. time to first token of a 256-token prompt over HTTP (streaming), p50 / p95;
-4. the share of the arithmetic limit: FLOPs per token × tokens/s ÷ the fp32 matrix-multiply rate measured here.
+4. the share of the arithmetic limit: FLOPs per token × tokens/s ÷ the fp32 matrix-multiply rate measured here;
+5. at batch 1 / 1 client, the same with n-gram speculation (`--speculate 4`, off by default): same greedy tokens,
+   fewer model passes where the text repeats — reported apart, since its gain depends on the text.
 
 Each peer runs in its own child process (torch's and CTranslate2's OpenMP threads, and ONNX Runtime's spinning
 threads, would otherwise steal the cores from whoever is measured next). Figures are medians over interleaved
@@ -34,6 +36,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 16)
+SPECULATE = 4
 PROMPTS = [
     "Il était une fois une tortue qui vivait dans ",
     "Pour installer un paquet, utilisez la commande",
@@ -139,13 +142,17 @@ def peer_glotta(model_dir: Path, n: int) -> dict:
         await engine.stop()
         return sum(map(len, results)) / dt, results[0]
 
+    from glotta.server.engine.scheduling import SchedulerPolicy
+
     out: dict = {}
     for precision in ("fp32", "int8"):
-        engine = OnnxEngine(model_dir, int8=precision == "int8")
-        measure = lambda b, e=engine: asyncio.run(run(e, b))  # noqa: E731
-        out |= {f"{precision} b{b}": warm_median(measure, b) for b in BATCHES}
-        out[f"{precision} tokens"] = measure(1)[1]
-        del engine, measure  # its ONNX Runtime threads must not spin beside the next one
+        for spec, batches in (("", BATCHES), (" spec", (1,))):
+            engine = OnnxEngine(model_dir, int8=precision == "int8",
+                                policy=SchedulerPolicy(speculate=SPECULATE if spec else 0))
+            measure = lambda b, e=engine: asyncio.run(run(e, b))  # noqa: E731
+            out |= {f"{precision}{spec} b{b}": warm_median(measure, b) for b in batches}
+            out[f"{precision}{spec} tokens"] = measure(1)[1]
+            del engine, measure  # its ONNX Runtime threads must not spin beside the next one
     return out
 
 
@@ -230,18 +237,21 @@ def http_figures(model: str, n: int, repeats: int, threads: int | None) -> dict:
     tok = ModelFolder.open(resolve_model(model, ROOT / "model_repository")).tokenizer()
     out: dict = {}
     for precision, extra in (("fp32", []), ("int8", ["--int8"])):
-        gateway = LocalGateway(["--model", model, "--log-level", "warning", *extra,
-                                *(["--threads", str(threads)] if threads else [])])
-        try:
-            asyncio.run(http_aggregate(gateway.url, model, 4, 1, 16))  # warm-up
-            with console.status(f"HTTP {precision}: 1 and 16 clients, time to first token"):
-                for _ in range(repeats):
-                    for clients, each in ((1, 4), (16, 2)):
-                        out.setdefault(f"{precision} c{clients}", []).append(
-                            asyncio.run(http_aggregate(gateway.url, model, clients, each, n)))
-                out[f"{precision} ttft256"] = ttft_256(gateway.url, model, tok)
-        finally:
-            gateway.stop()
+        for spec in ("", " spec"):
+            gateway = LocalGateway(["--model", model, "--log-level", "warning", *extra,
+                                    *(["--threads", str(threads)] if threads else []),
+                                    *(["--speculate", str(SPECULATE)] if spec else [])])
+            try:
+                asyncio.run(http_aggregate(gateway.url, model, 4, 1, 16))  # warm-up
+                with console.status(f"HTTP {precision}{spec}: 1 and 16 clients, time to first token"):
+                    for _ in range(repeats):
+                        for clients, each in ((1, 4), (16, 2))[: 1 if spec else 2]:
+                            out.setdefault(f"{precision}{spec} c{clients}", []).append(
+                                asyncio.run(http_aggregate(gateway.url, model, clients, each, n)))
+                    if not spec:
+                        out[f"{precision} ttft256"] = ttft_256(gateway.url, model, tok)
+            finally:
+                gateway.stop()
     return out
 
 
@@ -291,6 +301,16 @@ def main() -> None:
                   f"{med(f'glotta int8 b{b}'):.0f}", f"{f32:.0f}", f"{i8:.0f}", f"{f32 / ct_f:.2f}×",
                   f"{i8 / ct_i:.2f}×", f"{i8 / f32:.2f}×", f"{flops_per_token * f32 / rate:.0%}")
     console.print(t)
+    t = Table(title=f"batch 1 / 1 client with n-gram speculation (--speculate {SPECULATE}), tokens/s")
+    for col in ("precision", "Glotta", "Glotta + spec", "HTTP", "HTTP + spec", "HTTP + spec / CT2", "spec gain (HTTP)"):
+        t.add_column(col, justify="right")
+    for precision, ct2 in (("fp32", "float32"), ("int8", "int8")):
+        h, hs = med(f"{precision} c1"), med(f"{precision} spec c1")
+        t.add_row(precision, f"{med(f'glotta {precision} b1'):.0f}", f"{med(f'glotta {precision} spec b1'):.0f}",
+                  f"{h:.0f}", f"{hs:.0f}", f"{hs / med(f'ct2 {ct2} b1'):.2f}×", f"{hs / h:.2f}×")
+    console.print(t)
+    same = runs["glotta fp32 spec tokens"][0] == runs["glotta fp32 tokens"][0]
+    console.print(f"greedy tokens with speculation {'==' if same else '!='} without")
     hf_tokens, glotta_tokens = runs["hf tokens"][0], runs["glotta fp32 tokens"][0]
     console.print(f"greedy tokens, batch 1, fp32: Glotta {'==' if glotta_tokens == hf_tokens else '!='} HF generate; "
                   f"CT2 float32 {'==' if runs['ct2 float32 tokens'][0] == hf_tokens else '!='} HF generate")

@@ -78,7 +78,8 @@ def _policy(a: argparse.Namespace):
     from glotta.server.engine.scheduling import SchedulerPolicy
 
     return SchedulerPolicy(max_batch=a.max_batch, max_rows_per_request=a.max_rows_per_request,
-                           prefill_chunk=a.prefill_chunk, prefix_cache_mb=0 if a.no_prefix_cache else a.prefix_cache_mb)
+                           prefill_chunk=a.prefill_chunk, prefix_cache_mb=0 if a.no_prefix_cache else a.prefix_cache_mb,
+                           speculate=a.speculate)
 
 
 def _engines(a: argparse.Namespace, dirs: list[Path]) -> list:
@@ -169,6 +170,9 @@ def register(sub) -> None:
     s.add_argument("--prefix-cache-mb", type=int, default=policy.prefix_cache_mb,
                    help="memory for the KV cache of shared prompt prefixes, per model (LRU)")
     s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full")
+    s.add_argument("--speculate", type=int, default=policy.speculate, metavar="K",
+                   help="n-gram speculation: a greedy request decoding alone drafts up to K tokens from its own text "
+                   "and verifies them in one pass (same output, fewer passes where text repeats; 0: off)")
     s.add_argument("--engine", choices=["onnx", "triton"], default="onnx",
                    help="onnx: embedded ONNX Runtime; triton: start tritonserver on the repository and forward to it")
     s.add_argument("--triton-url", action="append", help="use external Triton replicas instead of starting one: gRPC "

@@ -208,3 +208,51 @@ def test_score_mode_computes_the_few_shot_prompt_once():
         assert a.scores == pytest.approx(b.scores, abs=1e-4)
     total, hit = map(sum, zip(*seen))
     assert hit / total >= 0.6, seen
+
+
+def test_ngram_drafter_proposes_what_followed_the_latest_occurrence():
+    from glotta.server.engine.speculation import NgramDrafter
+
+    d = NgramDrafter()
+    assert d.propose([1, 2, 3, 9, 1, 2], 3) == [3, 9, 1]  # "1 2" was followed by 3 9 1
+    assert d.propose([5], 3) == []  # nothing ever followed 5
+    assert d.propose([1, 2, 3, 7], 2) == []  # no n-gram ending in 7 was seen before
+    assert d.propose([1, 2, 3], 4) == [7, 1, 2, 3]  # "1 2 3" twice before: the latest was followed by 7
+
+
+def test_speculation_gives_the_same_tokens_in_fewer_passes():
+    """Greedy with n-gram speculation equals plain greedy — tokens, their log-probs, stop strings, length — and a
+    repetitive text takes fewer model passes; a sampled request is never speculated."""
+    prompts = ["La commande de l'installation", TEXT, "Le noyau Linux"]
+
+    async def go(k, req):
+        engine = OnnxEngine(SHIPPED, threads=1, policy=SchedulerPolicy(speculate=k, prefix_cache_mb=0))
+        await engine.start()
+        try:
+            ids, text, lps, finish = [], "", [], None
+            async for c in engine.generate(req):
+                ids += c.token_ids
+                text += c.text
+                lps += c.logprobs or []
+                finish = c.finish_reason or finish
+            return (ids, text, lps, finish), engine.steps
+        finally:
+            await engine.stop()
+
+    fewer = 0
+    for p in prompts:
+        for kw in (dict(logprobs=True), dict(stream=True)):
+            plain, plain_steps = asyncio.run(go(0, _req(p, 60, **kw)))
+            spec, spec_steps = asyncio.run(go(4, _req(p, 60, **kw)))
+            assert spec[:2] == plain[:2] and spec[3] == plain[3] == "length"
+            np.testing.assert_allclose(spec[2], plain[2], atol=1e-4)
+            assert spec_steps <= plain_steps
+            fewer += spec_steps < plain_steps
+    assert fewer >= 2  # the shipped model repeats itself: whole draft runs are accepted
+    (_, text, _, _), _ = asyncio.run(go(0, _req(prompts[0], 60)))
+    stop = StopConditions(stop_on_eod=False, stop_strings=(text.split()[len(text.split()) // 2],))
+    plain, _ = asyncio.run(go(0, GenerationRequest(prompts[0], 60, SamplingParams(top_k=1), stop)))
+    spec, _ = asyncio.run(go(4, GenerationRequest(prompts[0], 60, SamplingParams(top_k=1), stop)))
+    assert spec == plain and plain[3] == "stop" and len(plain[0]) < 60
+    sampled = GenerationRequest(prompts[0], 30, SamplingParams(temperature=0.8, seed=3), StopConditions())
+    assert asyncio.run(go(4, sampled)) == asyncio.run(go(0, sampled))

@@ -273,6 +273,12 @@ class OnnxEngine:
 
     def _decode(self, out: list) -> None:
         rows = self._slots.decoding_rows()
+        k = self.policy.speculate
+        if k and len(self._slots) == 1 and rows[0].req.sampling.greedy:
+            row = rows[0]
+            draft = row.draft(min(k, row.req.max_new_tokens - len(row.generated) - 1))
+            if draft:
+                return self._verify(row, draft, out)
         tokens = np.array([r.generated[-1] for r in rows], np.int64)
         lengths = np.array([r.length for r in rows], np.int64)
         logits = self.model.decode(tokens, lengths)
@@ -282,6 +288,22 @@ class OnnxEngine:
         for i, row in enumerate(rows):
             row.length += 1
             emit(out, row, self._next_or_error(row, logits[i], int(greedy[i])))
+
+    def _verify(self, row: Row, draft: list[int], out: list) -> None:
+        """One pass over the last token and the draft (speculation.py): each next token is chosen from the logits of
+        exactly its prefix, as in `_decode`; drafted tokens stay in the cache while they equal those choices."""
+        fed = [row.generated[-1], *draft]
+        m, start = len(fed), row.length
+        logits = self.model.run(np.array([fed], np.int64), np.arange(start, start + m)[None], np.array([start + m]),
+                                (0, 1), np.arange(m))
+        self.steps += 1
+        self._batch_size_metric.observe(1)
+        for j in range(m):
+            row.length += 1  # fed[j] is in the cache, and every token before it was chosen
+            chunk = self._next_or_error(row, logits[j])
+            emit(out, row, chunk)
+            if row.done or j == len(draft) or row.generated[-1] != draft[j]:
+                return
 
     def _next_or_error(self, row: Row, logits: np.ndarray, greedy: int | None = None) -> Chunk | BaseException:
         """One row's failure (its sampling, its text) fails that request only, not the batch around it."""

@@ -16,6 +16,7 @@ from typing import Hashable
 from .decoder_session import KVCache
 from .protocol import Chunk, GenerationRequest
 from .sampling import Sampler
+from .speculation import NgramDrafter
 from .stopping import TextStopper
 from .tokenizer import IncrementalDetokenizer
 
@@ -38,6 +39,7 @@ class Row:
     prompt_logprobs: list[float] | None = None  # gathered over the prefill chunks
     prompt_top: list[dict[str, float]] | None = None
     pending: Chunk | None = None  # a non-streaming request's tokens since its first one
+    drafter: NgramDrafter | None = None  # made at its first speculative step
     cancelled: bool = False
     done: bool = False
 
@@ -48,6 +50,13 @@ class Row:
     @property
     def prefilling(self) -> bool:
         return self.length < len(self.prompt_ids)
+
+    def draft(self, k: int) -> list[int]:
+        """Up to k tokens likely to follow (speculation.py), from the prompt and what was generated so far."""
+        if self.drafter is None:
+            self.drafter = NgramDrafter()
+            return self.drafter.propose([*self.prompt_ids, *self.generated], k)
+        return self.drafter.propose(self.generated[len(self.drafter.tokens) - len(self.prompt_ids):], k)
 
     @property
     def uses_prefix_cache(self) -> bool:

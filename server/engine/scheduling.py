@@ -11,6 +11,9 @@ Policy (the defaults below, each configurable on `glotta serve` and in a Triton 
   is split over several steps, so the running rows keep decoding while it is read and never stall for a whole long
   prompt.
 - **Prefix cache.** `prefix_cache_mb` of prompt KV blocks (prefix_cache.py); 0 turns it off.
+- **Speculation.** With `speculate` K > 0, a greedy row decoding alone drafts up to K tokens from its own text and
+  verifies them in one pass (speculation.py); the output is unchanged. Off by default, as in TGI and vLLM: it pays
+  where text repeats, and costs a little where it does not.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class SchedulerPolicy:
     max_rows_per_request: int = 0  # 0: half of max_batch
     prefill_chunk: int = 256
     prefix_cache_mb: int = 64
+    speculate: int = 0  # draft tokens per verifying pass (n-gram prompt lookup); 0: off
 
     @property
     def row_cap(self) -> int:
