@@ -191,3 +191,25 @@ def test_plans_count_grouped_kv_heads(llama_run):
     assert kv_bytes_per_token(shape) == 2 * 2 * 2 * 32 * 2  # K and V × 2 layers × 2 KV heads × 32 × fp16
     r = _glotta("train", "plan", "demo-tiny-llama", "--nodes", "1", "--gpus-per-node", "1", "--allow-any-head-size")
     assert r.returncode == 0 and "2 key/value heads" in r.stdout, r.stdout + r.stderr
+
+
+def test_megatrons_rope_scaling_becomes_llama3_rope_scaling(mcore, tmp_path):
+    """`--use-rope-scaling` (Megatron's Llama 3.1 frequencies, its fixed constants) reaches the Hugging Face config,
+    whose RoPE then differs from the unscaled one."""
+    path, _ = mcore
+    for f in path.glob("iter_*/mp_rank_*/model_optim_rng.pt"):
+        state = load(f)
+        state["args"].use_rope_scaling, state["args"].rope_scaling_factor = True, 8.0
+        (tmp_path / f.relative_to(path)).parent.mkdir(parents=True)
+        torch.save(state, tmp_path / f.relative_to(path))
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("1")
+    merged, shape = read(tmp_path)
+    assert shape.rope_scaling == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    scaled = to_hf(merged, shape)
+    rope = getattr(scaled.config, "rope_parameters", None) or scaled.config.rope_scaling
+    assert rope["rope_type"] == "llama3" and rope["factor"] == 8.0
+    ids = torch.tensor([PROMPT * 3])
+    with torch.no_grad():
+        plain = to_hf(*read(path))(ids).logits
+        assert not torch.allclose(scaled(ids).logits, plain, atol=1e-3)
