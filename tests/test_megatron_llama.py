@@ -213,3 +213,18 @@ def test_megatrons_rope_scaling_becomes_llama3_rope_scaling(mcore, tmp_path):
     with torch.no_grad():
         plain = to_hf(*read(path))(ids).logits
         assert not torch.allclose(scaled(ids).logits, plain, atol=1e-3)
+
+
+def test_megatron_launch_carries_the_llama_flags():
+    """pretrain_gpt.py gets Megatron's own flags for the family (megatron/training/arguments.py names); the GPT preset's
+    launch is unchanged by them."""
+    from glotta.training.megatron_launch import pretrain_args
+
+    args = pretrain_args(load_config("demo-tiny-llama"), ["d"], "v.json", "m.txt", "ck")
+    flags = " ".join(args)
+    for part in ("--position-embedding-type rope", "--normalization RMSNorm", "--swiglu",
+                 "--group-query-attention --num-query-groups 2", "--untie-embeddings-and-output-weights",
+                 "--disable-bias-linear"):
+        assert part in flags
+    gpt = " ".join(pretrain_args(load_config("demo-tiny"), ["d"], "v.json", "m.txt", "ck"))
+    assert not any(f in gpt for f in ("rope", "RMSNorm", "swiglu", "query-groups", "untie", "disable-bias"))
