@@ -82,10 +82,6 @@ class GPTShape:
             return llama_parameters(self.layers, self.hidden, self.heads, self.groups, self.ffn, self.vocab, self.tied)
         return gpt_parameters(self.layers, self.hidden, self.vocab, self.positions)
 
-    def kv_bytes_per_token(self, bytes_per_value: float = 2.0) -> float:
-        """K and V of every layer for one token: grouped KV heads keep only `groups` heads."""
-        return 2 * self.layers * self.groups * self.head_size * bytes_per_value
-
     def summary(self) -> dict:
         return {k: v for k, v in vars(self).items() if k != "args"}
 
@@ -97,7 +93,8 @@ def shape_from_args(args: Any, vocab: int | None = None) -> GPTShape:
     groups = getattr(args, "num_query_groups", None) if getattr(args, "group_query_attention", False) else None
     ffn = getattr(args, "ffn_hidden_size", None) or 4 * h
     eps = getattr(args, "norm_epsilon", None) or getattr(args, "layernorm_epsilon", None) or 1e-5
-    return GPTShape(layers=args.num_layers, hidden=h, heads=heads, vocab=vocab or args.padded_vocab_size,
-                    positions=args.max_position_embeddings, ffn=ffn, args=args, family=family,
+    positions = getattr(args, "max_position_embeddings", None) or getattr(args, "seq_length", 0)
+    return GPTShape(layers=args.num_layers, hidden=h, heads=heads, vocab=vocab or getattr(args, "padded_vocab_size", 0),
+                    positions=positions, ffn=ffn, args=args, family=family,
                     kv_heads=groups or heads, tied=not getattr(args, "untie_embeddings_and_output_weights", False),
                     norm_eps=eps, rope_theta=float(getattr(args, "rotary_base", 10000) or 10000))
