@@ -57,7 +57,8 @@ class OnnxEngine:
         _ = self.tokenizer.token_bytes, self.tokenizer.special_ids  # the streaming detokenizer's, built now
         mb = self.policy.prefix_cache_mb
         self.prefix = PrefixCache(mb << 20) if mb > 0 else None
-        self._waiting: FairQueue[Row] = FairQueue()
+        self._waiting: FairQueue[Row] = FairQueue()  # the worker thread's alone
+        self._incoming: collections.deque[Row] = collections.deque()  # event loop → worker (append/popleft are atomic)
         self._slots = Slots(self.model.cache)
         self._wake = threading.Event()
         self._stopping = False
@@ -92,7 +93,7 @@ class OnnxEngine:
 
     def stats(self) -> dict[str, int]:
         p = self.prefix
-        return {"waiting": len(self._waiting), "running": len(self._slots), "steps": self.steps,
+        return {"waiting": len(self._waiting) + len(self._incoming), "running": len(self._slots), "steps": self.steps,
                 "cancelled": self.cancelled, "admitted": self._admitted, "queue_wait_seconds": self._waited,
                 "prefix_cache_blocks": 0 if p is None else len(p),
                 "prefix_cache_bytes": 0 if p is None else p.used}
@@ -128,7 +129,7 @@ class OnnxEngine:
                   sampler=Sampler(req.sampling), detok=IncrementalDetokenizer(self.tokenizer),
                   stopper=TextStopper(req.stop), group=req.group or None,
                   first_key=self.prefix.first_key(ids) if self.prefix is not None else None)
-        self._waiting.push(row)
+        self._incoming.append(row)  # the worker files it into the fair queue: only it touches that queue
         self._wake.set()
         return row
 
@@ -136,6 +137,7 @@ class OnnxEngine:
 
     def _loop(self) -> None:
         while not self._stopping:
+            self._file_incoming()
             if not len(self._slots) and not len(self._waiting):
                 self._wake.wait(0.5)
                 self._wake.clear()
@@ -156,7 +158,7 @@ class OnnxEngine:
                         out.append((row, RuntimeError(f"generation failed: {e}")))
                 self._slots.clear()
             self._deliver(out)
-        for row in [*self._slots.rows, *self._waiting]:
+        for row in [*self._slots.rows, *self._waiting, *self._incoming]:
             self._deliver([(row, unavailable("server is shutting down"))])
 
     def _drop_finished(self) -> None:
@@ -169,8 +171,13 @@ class OnnxEngine:
             else:
                 i += 1
 
+    def _file_incoming(self) -> None:
+        while self._incoming:
+            self._waiting.push(self._incoming.popleft())
+
     def _admit(self) -> None:
         """Waiting rows into free slots, fairly; each starts with what the prefix cache holds of its prompt."""
+        self._file_incoming()  # what arrived during the last step joins at this boundary
         free = self.policy.max_batch - len(self._slots)
         if free <= 0 or not len(self._waiting):
             return

@@ -53,14 +53,16 @@ W = TypeVar("W", bound=Waiting)
 
 
 class FairQueue(Generic[W]):
-    """Waiting rows, grouped by request, admitted round-robin across requests."""
+    """Waiting rows, grouped by request, admitted round-robin across requests. Not thread-safe: one thread owns it
+    (the engine's worker); its length may be read from anywhere."""
 
     def __init__(self) -> None:
         self._groups: collections.OrderedDict[Hashable, collections.deque[W]] = collections.OrderedDict()
+        self._count = 0
         self.dropped = 0  # cancelled while waiting
 
     def __len__(self) -> int:
-        return sum(len(q) for q in self._groups.values())
+        return self._count
 
     def __iter__(self):
         for q in self._groups.values():
@@ -68,6 +70,7 @@ class FairQueue(Generic[W]):
 
     def push(self, row: W) -> None:
         self._groups.setdefault(row.group, collections.deque()).append(row)
+        self._count += 1
 
     def take(self, free: int, held: collections.Counter, cap: int, admit: Callable[[W], bool]) -> list[W]:
         """Up to `free` rows, one per request per pass; a request holding `cap` rows (`held` counts them) waits,
@@ -83,12 +86,14 @@ class FairQueue(Generic[W]):
                 while q and q[0].cancelled:
                     q.popleft()
                     self.dropped += 1
+                    self._count -= 1
                 if not q:
                     del self._groups[key]
                     continue
                 if held[key] >= cap or not admit(q[0]):
                     continue
                 taken.append(q.popleft())
+                self._count -= 1
                 held[key] += 1
                 free -= 1
                 progress = True
