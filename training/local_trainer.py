@@ -38,23 +38,18 @@ def lr_at(cfg: TrainConfig, samples: int) -> float:
 
 
 def build_model(cfg: TrainConfig, seed: int):
-    """The configuration's model in `transformers`: a GPT2LMHeadModel, or a LlamaForCausalLM for the Llama family."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    """The configuration's model in `transformers` (GPT2LMHeadModel, or LlamaForCausalLM for the Llama family), its
+    config made by the same Megatron → Hugging Face mapping the exporters use, from the arguments its checkpoints
+    record."""
+    from transformers import AutoModelForCausalLM
 
+    from glotta.core.megatron.hf import hf_config
+    from glotta.core.megatron.shape import shape_from_args
+
+    config = hf_config(shape_from_args(megatron_args(cfg, 0)), tied=not cfg.untie_embeddings_and_output_weights)
+    config.initializer_range = cfg.init_method_std
     torch.manual_seed(seed)
-    if cfg.family == "llama":
-        return LlamaForCausalLM(LlamaConfig(
-            vocab_size=cfg.padded_vocab(), hidden_size=cfg.hidden_size, intermediate_size=cfg.ffn,
-            num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_attention_heads,
-            num_key_value_heads=cfg.query_groups, max_position_embeddings=cfg.max_position_embeddings or cfg.seq_length,
-            rms_norm_eps=cfg.norm_epsilon, rope_theta=float(cfg.rotary_base), initializer_range=cfg.init_method_std,
-            tie_word_embeddings=not cfg.untie_embeddings_and_output_weights, attention_bias=False, mlp_bias=False,
-        ))
-    return GPT2LMHeadModel(GPT2Config(
-        vocab_size=cfg.padded_vocab(), n_positions=cfg.max_position_embeddings or cfg.seq_length,
-        n_embd=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_attention_heads,
-        activation_function="gelu", initializer_range=cfg.init_method_std, tie_word_embeddings=True,
-    ))
+    return AutoModelForCausalLM.from_config(config)
 
 
 def _loss(model, batch: torch.Tensor) -> torch.Tensor:

@@ -137,7 +137,7 @@ class OnnxEngine:
 
     def _loop(self) -> None:
         while not self._stopping:
-            self._file_incoming()
+            self._file_incoming()  # what arrived during the last step joins at this boundary
             if not len(self._slots) and not len(self._waiting):
                 self._wake.wait(0.5)
                 self._wake.clear()
@@ -177,7 +177,6 @@ class OnnxEngine:
 
     def _admit(self) -> None:
         """Waiting rows into free slots, fairly; each starts with what the prefix cache holds of its prompt."""
-        self._file_incoming()  # what arrived during the last step joins at this boundary
         free = self.policy.max_batch - len(self._slots)
         if free <= 0 or not len(self._waiting):
             return
