@@ -29,8 +29,12 @@ def load_stubs() -> tuple[ModuleType, ModuleType]:
         args = ["protoc", f"-I{PROTO.parent}", f"--python_out={tmp}", f"--grpc_python_out={tmp}", str(PROTO)]
         if protoc.main(args) != 0:
             raise RuntimeError(f"protoc failed on {PROTO}")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)  # atomic: a concurrent first use sees all of it or none
+        try:
+            os.replace(tmp, out)  # atomic: a concurrent first use sees all of it or none
+        except OSError:  # another process compiled the same proto first: use its stubs
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out / "glotta_pb2_grpc.py").exists():
+                raise
     if str(out) not in sys.path:
         sys.path.insert(0, str(out))
     return importlib.import_module("glotta_pb2"), importlib.import_module("glotta_pb2_grpc")
