@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
-import threading
 from pathlib import Path
 
 from glotta.core.errors import GlottaError
@@ -15,48 +12,9 @@ from glotta.core.errors import GlottaError
 from .common import console, fail
 
 
-def _api_keys(a: argparse.Namespace) -> set[str]:
-    """Keys from --api-key, $GLOTTA_API_KEYS (comma-separated) and --api-key-file (one per line, # comments)."""
-    keys = set(a.api_key or [])
-    keys |= {k.strip() for k in os.environ.get("GLOTTA_API_KEYS", "").split(",") if k.strip()}
-    if a.api_key_file:
-        for line in Path(a.api_key_file).read_text().splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                keys.add(line.strip())
-    return keys
-
-
 def ports(base: int) -> tuple[int, int, int]:
     """Triton's HTTP, gRPC and metrics ports: the base and the next two."""
     return base, base + 1, base + 2
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _uvicorn_server(config):
-    """uvicorn's server, but a stop signal (SIGTERM from systemd / docker stop / Kubernetes, SIGINT, SIGHUP) ends
-    `run()` normally after the drain instead of being re-raised, so the launcher's cleanup — stopping the Triton it
-    started — always runs."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
-            if self._captured_signals:
-                logging.getLogger("glotta.server").info("stopped by %s",
-                                                        signal.Signals(self._captured_signals[-1]).name)
-
-    return Server(config)
 
 
 def _model_dir(spec: str, triton: bool) -> Path:
@@ -94,12 +52,30 @@ def _engines(a: argparse.Namespace, dirs: list[Path]) -> list:
     return [TritonEngine(a.triton_url, d) for d in dirs]
 
 
-def _serve(a: argparse.Namespace) -> int:
-    import uvicorn
+def _limits(a: argparse.Namespace):
+    from glotta.server.limits import Limits
 
+    return Limits(max_body_bytes=a.max_body_bytes, max_inflight_rows=a.max_inflight_rows,
+                  queue_timeout_s=a.queue_timeout, request_timeout_s=a.request_timeout,
+                  drain_timeout_s=a.drain_timeout, header_timeout_s=a.header_timeout, body_timeout_s=a.body_timeout,
+                  max_connections=a.max_connections)
+
+
+def _check_ports(a: argparse.Namespace) -> None:
+    from glotta.core.errors import invalid
+    from glotta.core.net import port_taken
+
+    for port, flag, what in ((a.port, "--port", "HTTP"), (a.grpc_port, "--grpc-port", "gRPC")):
+        if port and port_taken(a.host, port):
+            raise invalid(f"{what} port {a.host}:{port} is already in use: stop the other server, or choose another "
+                          f"port with {flag}" + (" (0 turns gRPC off)" if flag == "--grpc-port" else ""), flag)
+
+
+def _serve(a: argparse.Namespace) -> int:
     from glotta.core.paths import model_repository
     from glotta.server.app import create_app
-    from glotta.server.limits import Limits
+    from glotta.server.auth import ApiKeys
+    from glotta.server.http_server import serve
     from glotta.server.models import DEFAULT_MODELS, ModelSet
     from glotta.server.templates.library import load_library
     from glotta.server.triton.launcher import TritonLaunchError, TritonServer
@@ -107,9 +83,9 @@ def _serve(a: argparse.Namespace) -> int:
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     triton = None
     try:
-        api_keys = _api_keys(a)
-        limits = Limits(max_body_bytes=a.max_body_bytes, max_inflight=a.max_inflight,
-                        queue_timeout_s=a.queue_timeout, request_timeout_s=a.request_timeout)
+        api_keys = ApiKeys.load(a.api_key, a.api_key_file)
+        limits = _limits(a)
+        _check_ports(a)
         templates = load_library(*(a.templates or []))
         dirs = [_model_dir(s, a.engine == "triton" or bool(a.triton_url)) for s in (a.model or DEFAULT_MODELS)]
         if a.triton_url:
@@ -132,14 +108,16 @@ def _serve(a: argparse.Namespace) -> int:
     via = f" via Triton at {', '.join(a.triton_url)}" if a.engine == "triton" else ""
     names = ", ".join(f"{e.name} ({e.precision})" for e in models.engines.values())
     grpc = f", gRPC on :{a.grpc_port}" if a.grpc_port else ""
-    auth = f", {len(api_keys)} API key(s) required on /api and /v1" if api_keys else ""
+    auth = f", {len(api_keys)} API key(s) required" if api_keys.required else ", no API key"
     console.print(f"serving {names}{via} on http://{a.host}:{a.port}{grpc} (default model: {models.default}){auth}")
+    if not api_keys.required and a.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]warning:[/] listening on {a.host} without an API key: anyone who reaches this "
+                      "machine can generate (set --api-key, or put an authenticating proxy in front)")
     try:
-        # SIGTERM: uvicorn stops accepting, lets in-flight requests finish for up to --drain-timeout, then the
-        # lifespan stops the engines; then Triton stops (and, should this process die another way, its watchdog).
-        app = create_app(models, a.grpc_port, a.host, templates, limits, api_keys)
-        _uvicorn_server(uvicorn.Config(app, host=a.host, port=a.port, log_level=a.log_level, access_log=False,
-                                       timeout_graceful_shutdown=a.drain_timeout)).run()
+        # SIGTERM: stop accepting, let in-flight requests finish for up to --drain-timeout (then they end with 503),
+        # the lifespan stops the engines; then Triton stops (and, should this process die another way, its watchdog).
+        serve(create_app(models, a.grpc_port, a.host, templates, limits, api_keys), a.host, a.port, limits,
+              a.log_level)
     finally:
         if triton is not None:
             triton.stop()
@@ -156,7 +134,8 @@ def register(sub) -> None:
     s.add_argument("--model", action="append", help="model name in the repository, or a model folder (repeatable; "
                    "default: the shipped fr and es models)")
     s.add_argument("--default-model", help="model used when a request names none (default: the first)")
-    s.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    s.add_argument("--host", default="127.0.0.1", help="address the REST and gRPC ports listen on (loopback: only this "
+                   "machine; 0.0.0.0 for every interface, as the Docker image does)")
     s.add_argument("--port", type=int, default=5000, help="REST port")
     s.add_argument("--int8", action="store_true", help="serve INT8 engines (derived and cached at first use)")
     s.add_argument("--threads", type=int, default=int(os.environ.get("GLOTTA_THREADS", "0")) or None,
@@ -188,12 +167,20 @@ def register(sub) -> None:
                    "$GLOTTA_API_KEYS, comma-separated)")
     s.add_argument("--api-key-file", help="file of API keys, one per line")
     s.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes, help="larger bodies get 413")
-    s.add_argument("--max-inflight", type=int, default=limits.max_inflight,
-                   help="per model; beyond it 429 with Retry-After")
+    s.add_argument("--max-inflight-rows", "--max-inflight", dest="max_inflight_rows", type=int,
+                   default=limits.max_inflight_rows, help="prompts (engine rows) admitted per model, running or "
+                   "queued; a request is admitted whole or gets 429 with Retry-After (400 if it alone holds more)")
     s.add_argument("--queue-timeout", type=float, default=limits.queue_timeout_s,
                    help="seconds until the first token, else 504")
     s.add_argument("--request-timeout", type=float, default=limits.request_timeout_s,
                    help="seconds for a whole generation, else 504")
-    s.add_argument("--drain-timeout", type=float, default=30.0, help="on SIGTERM, seconds to let requests finish")
+    s.add_argument("--drain-timeout", type=float, default=limits.drain_timeout_s,
+                   help="on SIGTERM, seconds to let requests finish; then they end with 503 and the reason")
+    s.add_argument("--header-timeout", type=float, default=limits.header_timeout_s,
+                   help="seconds a connection has to send a request's headers, else 408 and closed")
+    s.add_argument("--body-timeout", type=float, default=limits.body_timeout_s,
+                   help="seconds a request has to send its body once the headers arrived, else 408")
+    s.add_argument("--max-connections", type=int, default=limits.max_connections,
+                   help="open HTTP connections; one more gets 503 and is closed")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level")
     s.set_defaults(func=_serve)

@@ -28,3 +28,16 @@ def free_port_block(n: int = 3) -> int:
             for s in socks:
                 s.close()
     raise OSError("no block of free ports")
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether another process listens on (or holds) `host:port` — asked before starting a server, so that a clash is
+    one clear line instead of a server's traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and gRPC bind: TIME_WAIT is no clash
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False

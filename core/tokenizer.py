@@ -50,6 +50,8 @@ class Tokenizer:
         self.newline_ids = [i for i, p in enumerate(pieces) if "\n" in p]
 
     def encode(self, text: str) -> list[int]:
+        if len(text) > 256:  # `encode_batch` releases the GIL (`encode` holds it): other threads run meanwhile
+            return self._tok.encode_batch([text], add_special_tokens=False)[0].ids
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
@@ -76,6 +78,18 @@ class Tokenizer:
             if i < self.vocab_size:
                 table[i] = added.content.encode()
         return table
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """An upper bound on the characters of text one token can stand for: a text of n characters holds at least
+        n / max_token_chars tokens, which refuses an over-long prompt without tokenizing it. A normalizer may fold
+        several characters into one (NFKC, NFC), so it counts four times as many."""
+        if self.token_bytes is not None:  # a character is at least one byte
+            longest = max(len(b) for b in self.token_bytes)
+        else:
+            longest = max(len(self.piece(i).encode()) for i in range(self.vocab_size)) + 1
+        added = [len(t.content) for t in self._tok.get_added_tokens_decoder().values()]
+        return max(longest, *added) * (4 if self._tok.normalizer is not None else 1)
 
     @functools.cached_property
     def special_ids(self) -> frozenset[int]:

@@ -6,7 +6,7 @@
 GLOTTA_MODELS (`fr=glotta-fr-tiny,es=glotta-es-tiny`: the model for each prompt language; unset, every prompt goes
 to the server's default model),
 GLOTTA_MAX_TOKENS (comma list of generation lengths, default 16,32,64), GLOTTA_MAX_REQUESTS (stop after this many
-requests: every run ends by itself, on time or on count).
+requests: every run ends by itself, on time or on count), GLOTTA_API_KEY (sent as `Authorization: Bearer`).
 
 The streaming user reports time to first token (`TTFT`), every inter-token gap (`ITL`) and the whole stream (`E2E`)
 as their own rows, read from the SSE stream as it arrives.
@@ -71,6 +71,11 @@ def _prompt() -> tuple[str, str | None]:
 class _GlottaUser(HttpUser):
     abstract = True
     wait_time = between(0.0, 0.05)
+
+    def on_start(self) -> None:
+        key = os.environ.get("GLOTTA_API_KEY")
+        if key:
+            self.client.headers["Authorization"] = f"Bearer {key}"
 
     def _body(self, **fields) -> dict:
         return {k: v for k, v in fields.items() if v is not None}

@@ -5,8 +5,8 @@ shape and field names are those of the route's API family — Megatron's `{"mess
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 
 import grpc
 from fastapi import FastAPI, Request
@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from glotta.core.errors import ErrorKind, GlottaError
+from glotta.core.errors import ErrorKind, GlottaError, rename_fields
 
 log = logging.getLogger("glotta.server")
 
@@ -24,7 +24,9 @@ CODES: dict[ErrorKind, tuple[int, grpc.StatusCode]] = {
     ErrorKind.UNAUTHORIZED: (401, grpc.StatusCode.UNAUTHENTICATED),
     ErrorKind.NOT_FOUND: (404, grpc.StatusCode.NOT_FOUND),
     ErrorKind.METHOD: (405, grpc.StatusCode.UNIMPLEMENTED),
+    ErrorKind.SLOW_CLIENT: (408, grpc.StatusCode.DEADLINE_EXCEEDED),
     ErrorKind.TOO_LARGE: (413, grpc.StatusCode.INVALID_ARGUMENT),
+    ErrorKind.MEDIA_TYPE: (415, grpc.StatusCode.INVALID_ARGUMENT),
     ErrorKind.OVERLOADED: (429, grpc.StatusCode.RESOURCE_EXHAUSTED),
     ErrorKind.INTERNAL: (500, grpc.StatusCode.INTERNAL),
     ErrorKind.UNAVAILABLE: (503, grpc.StatusCode.UNAVAILABLE),
@@ -35,31 +37,34 @@ _KIND_OF_STATUS = {status: kind for kind, (status, _) in CODES.items()}
 WIRE_NAMES = {
     "megatron": {"prompt": "prompts", "max_new_tokens": "tokens_to_generate", "add_bos": "add_BOS",
                  "seed": "random_seed"},
-    "openai": {"max_new_tokens": "max_tokens", "add_bos": "prompt"},
+    "openai": {"max_new_tokens": "max_tokens"},
+    "templates": {"prompt": "inputs", "max_new_tokens": "max_tokens"},  # the rendered prompt comes from `inputs`
 }
+# OpenAI's `code`: a string naming the reason where its API has one, else null (never the HTTP status)
+OPENAI_CODES = {ErrorKind.UNAUTHORIZED: "invalid_api_key", ErrorKind.OVERLOADED: "rate_limit_exceeded"}
 
 
 def family(path: str) -> str:
-    return "megatron" if path == "/api" or path.startswith("/api/") else "openai"
-
-
-def _rename(text: str | None, names: dict[str, str]) -> str | None:
-    if not text or not names:
-        return text
-    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], text)
+    if path == "/api" or path.startswith("/api/"):
+        return "megatron"
+    return "templates" if path.startswith("/v1/templates/") else "openai"
 
 
 def wire(api: str, e: GlottaError) -> tuple[str, str | None]:
     """(message, param) with the family's field names."""
     names = WIRE_NAMES[api]
-    return _rename(e.message, {k: v for k, v in names.items() if "_" in k and "_" in v}), _rename(e.param, names)
+    identifiers = {k: v for k, v in names.items() if "_" in k}  # in prose, only snake_case names are fields
+    return rename_fields(e.message, identifiers), rename_fields(e.param, names)
 
 
 def body(api: str, e: GlottaError) -> dict:
     message, param = wire(api, e)
     if api == "megatron":  # Megatron's own tooling reads `message` (werkzeug style); `param` names the field
         return {"message": message, "param": param}
-    return {"error": {"message": message, "type": e.kind.value, "param": param, "code": CODES[e.kind][0]}}
+    code = e.code or OPENAI_CODES.get(e.kind)
+    if e.kind is ErrorKind.NOT_FOUND and e.param == "model":
+        code = "model_not_found"
+    return {"error": {"message": message, "type": e.kind.value, "param": param, "code": code}}
 
 
 def headers(e: GlottaError) -> dict[str, str]:
@@ -71,8 +76,21 @@ def headers(e: GlottaError) -> dict[str, str]:
     return out
 
 
+def encode(obj) -> bytes:
+    """JSON bytes of an error body; text that cannot be UTF-8 (a lone surrogate echoed from a request) is escaped."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class ErrorResponse(JSONResponse):
+    def render(self, content) -> bytes:
+        return encode(content)
+
+
 def response(path: str, e: GlottaError) -> JSONResponse:
-    return JSONResponse(body(family(path), e), status_code=CODES[e.kind][0], headers=headers(e))
+    return ErrorResponse(body(family(path), e), status_code=CODES[e.kind][0], headers=headers(e))
 
 
 def grpc_code(e: GlottaError) -> grpc.StatusCode:

@@ -33,8 +33,8 @@ class _EngineCollector:
     def collect(self):
         waiting = GaugeMetricFamily("glotta_queue_depth", "Requests waiting to join the batch", labels=["model"])
         running = GaugeMetricFamily("glotta_running_requests", "Requests in the running batch", labels=["model"])
-        inflight = GaugeMetricFamily("glotta_inflight_requests", "Requests admitted and not finished (the admission "
-                                     "limit counts these)", labels=["model"])
+        inflight = GaugeMetricFamily("glotta_inflight_rows", "Prompts (engine rows) admitted and not finished: what "
+                                     "--max-inflight-rows bounds", labels=["model"])
         cancelled = CounterMetricFamily(
             "glotta_cancelled_requests", "Requests dropped because their client went away", labels=["model"]
         )

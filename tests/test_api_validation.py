@@ -79,11 +79,22 @@ def test_only_put(http):
     assert http.post("/api", json=OK).status_code == 405
 
 
-def test_body_without_json_content_type_is_read_as_json(http):
-    # `curl -d '{...}'` without -H sends form encoding; the gateway still reads JSON.
-    r = http.put("/api", content=b'{"prompts": ["Bonjour"], "tokens_to_generate": 1}',
-                 headers={"content-type": "application/x-www-form-urlencoded"})
-    assert r.status_code == 200, r.text
+@pytest.mark.parametrize("content_type,status", [
+    (None, 200),  # old scripts send none: still read as JSON (a browser cannot send a body without one)
+    ("application/json; charset=UTF-8", 200),  # what Megatron's own text_generation_cli sends
+    ("application/merge-patch+json", 200),
+    # what a web page can send cross-origin without a preflight ("simple requests"): refused, or any page a user
+    # visits could spend the server's compute (CSRF); `curl -d` without -H sends the first one
+    ("application/x-www-form-urlencoded", 415), ("text/plain", 415), ("multipart/form-data; boundary=x", 415)])
+def test_only_json_bodies_are_read(http, content_type, status):
+    headers = {} if content_type is None else {"content-type": content_type}
+    body = b'{"prompts": ["Bonjour"], "tokens_to_generate": 1}'
+    r = http.put("/api", content=body, headers=headers)
+    assert r.status_code == status, r.text
+    if status == 415:
+        assert r.json()["param"] == "Content-Type" and "application/json" in r.json()["message"]
+        r = http.post("/v1/completions", content=b'{"prompt": "Le", "max_tokens": 1}', headers=headers)
+        assert r.status_code == 415 and r.json()["error"]["type"] == "unsupported_media_type"
 
 
 @pytest.mark.parametrize(

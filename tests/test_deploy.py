@@ -57,8 +57,9 @@ def test_gateway_ports_probes_and_triton_address_match_the_code():
     grpc_port = {p["name"]: p["port"] for p in triton_svc["spec"]["ports"]}["grpc"]
     assert args.triton_url == [f"dns:///{triton_svc['metadata']['name']}:{grpc_port}"]
     assert gw["args"] and "--drain-timeout=30" in gw["args"]
+    assert args.host == "0.0.0.0"  # glotta serve binds loopback unless told: a pod must say so (docs/security.md)
     pod = _one("Deployment", "glotta-gateway")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > args.drain_timeout
+    assert pod["terminationGracePeriodSeconds"] > args.drain_timeout + 3  # the drain, then the 503s go out
 
 
 def test_triton_ports_probes_volume_and_gpu():

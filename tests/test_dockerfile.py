@@ -32,6 +32,8 @@ def test_copied_paths_exist_and_entrypoint_is_our_cli():
     assert re.search(r'ENTRYPOINT \["/opt/nvidia/nvidia_entrypoint.sh", "/opt/glotta/venv/bin/glotta", "serve", '
                      r'"--engine", "triton"', DOCKERFILE)
     assert "HEALTHCHECK" in DOCKERFILE and "/health/ready" in DOCKERFILE
+    # glotta serve binds loopback unless told: the image, reached through its published ports, says 0.0.0.0
+    assert '"--host", "0.0.0.0"' in DOCKERFILE
 
 
 def test_the_build_context_installs(tmp_path):

@@ -39,6 +39,42 @@ def test_stopper_holds_back_only_possible_prefixes():
     assert s.feed("X") == "STX"
 
 
+def _reference_stop(stop: StopConditions, pieces: list[str]) -> tuple[str, bool]:
+    """The rule, written the slow obvious way: after each piece, cut at the earliest marker found anywhere in the
+    text so far (the stopper must never have released text that such a cut removes)."""
+    markers = [(m, False) for m in stop.stop_strings if m]
+    markers += [("\n\n", True)] if stop.stop_on_double_eol else [("\n", True)] if stop.stop_on_eol else []
+    text = ""
+    for piece in pieces:
+        text += piece
+        cuts = [i + (len(m) if keep else 0) for m, keep in markers if (i := text.find(m)) >= 0]
+        if cuts:
+            return text[:min(cuts)], True
+    return text, False
+
+
+def test_stopper_equals_the_obvious_rule_on_random_streams():
+    """The automaton against `_reference_stop` on 20,000 random streams (overlapping markers, every split)."""
+    rng = np.random.default_rng(0)
+    alphabet = list("ab\nc")
+    for _ in range(20_000):
+        word = lambda n: "".join(rng.choice(alphabet, n))  # noqa: E731
+        stop = StopConditions(stop_strings=tuple(word(rng.integers(0, 6)) for _ in range(rng.integers(0, 4))),
+                              stop_on_eol=bool(rng.random() < 0.2), stop_on_double_eol=bool(rng.random() < 0.2))
+        text = word(rng.integers(0, 30))
+        cuts = sorted(set(rng.integers(0, len(text) + 1, rng.integers(0, 6)).tolist()) | {0, len(text)})
+        pieces = [text[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+        s = TextStopper(stop)
+        released = []
+        for piece in pieces:
+            released.append(s.feed(piece))
+            if s.stopped:
+                break
+        out = "".join(released) + ("" if s.stopped else s.flush())
+        consumed = pieces[: len(released)]
+        assert (out, s.stopped) == _reference_stop(stop, consumed), (stop, pieces)
+
+
 @pytest.fixture(scope="module")
 def tok():
     return Tokenizer(REPO / FR / "tokenizer.json")

@@ -23,7 +23,7 @@ def test_non_utf8_body_on_v1_is_openais_shape(http):
     r = http.post("/v1/completions", content=b'{"prompt": "\xff\xfe"}')
     assert r.status_code == 400
     assert r.json()["error"] == {"message": "request body is not valid UTF-8 JSON", "type": "invalid_request_error",
-                                 "param": "body", "code": 400}
+                                 "param": "body", "code": None}  # OpenAI: a string or null, never the status
 
 
 @pytest.mark.parametrize("method,path,status,param", [
@@ -36,7 +36,7 @@ def test_unknown_routes_and_methods(http, method, path, status, param):
     if path.startswith("/api"):
         assert set(body) == {"message", "param"} and body["param"] == param
     else:
-        assert body["error"]["param"] == param and body["error"]["code"] == status
+        assert body["error"]["param"] == param and body["error"]["code"] is None
     if status == 405:
         assert "allow" in r.headers
 

@@ -341,8 +341,11 @@ def test_gpu_check_runs_its_cpu_side_anywhere(tmp_path):
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "2:4 verifier: True" in r.stdout and "| CPU engine INT8 |" in r.stdout
-    assert ("TensorRT part skipped" in r.stdout) != ("| TensorRT INT8 + 2:4 |" in r.stdout)
-    assert "ensembles skipped: no NGC tritonserver" in r.stdout or "glotta-fr-trtllm" in r.stdout
+    has_trt = importlib.util.find_spec("tensorrt") is not None and shutil.which("nvidia-smi") is not None
+    assert ("TensorRT part skipped" in r.stdout) == (not has_trt)
+    assert ("| TensorRT INT8 + 2:4 |" in r.stdout) == has_trt
+    ngc = Path("/opt/tritonserver/bin/tritonserver").exists()
+    assert ("ensembles skipped: no NGC tritonserver" in r.stdout) == (not ngc)
 
 
 def test_fastertransformer_export_equals_fastertransformers_own_converter(tmp_path):

@@ -5,11 +5,8 @@ import concurrent.futures as cf
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import httpx
@@ -27,11 +24,11 @@ LONG = {"prompt": "Le", "max_tokens": 400, "temperature": 0, "ignore_eos": True}
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory):
-    """A gateway with API keys (flag, file, environment), a small body limit, 2 requests in flight, short timeout."""
+    """A gateway with API keys (flag, file, environment), a small body limit, 4 rows (prompts) in flight."""
     d = tmp_path_factory.mktemp("guarded")
     (d / "keys.txt").write_text("# operators\nkey-from-file\n")
     gw = Gateway(["--model", FR, "--threads", "1", "--api-key", "key-from-flag", "--api-key-file",
-                  str(d / "keys.txt"), "--max-body-bytes", "4096", "--max-inflight", "2"],
+                  str(d / "keys.txt"), "--max-body-bytes", "4096", "--max-inflight-rows", "4"],
                  d / "serve.log", env={"GLOTTA_MODEL_REPOSITORY": str(REPO), "GLOTTA_API_KEYS": "key-from-env"})
     yield gw
     gw.stop()
@@ -51,12 +48,28 @@ def test_auth_matrix(guarded):
         assert len({r.text for r in denied}) == 1, "a 401 must not say which part failed"
         assert c.post("/v1/completions", json={"prompt": "Le"}).status_code == 401
         assert c.get("/v1/models").status_code == 401 and c.get("/v1/templates").status_code == 401
-        for key in ("key-from-flag", "key-from-file", "key-from-env"):
+        assert c.post("/v1/templates/sentiment-fr/run", json={"inputs": {"text": "x"}}).status_code == 401
+        for key in ("key-from-flag", "key-from-file", "key-from-env"):  # every source, on every door
             assert c.put("/api", json=body, headers=_auth(key)).status_code == 200, key
+            assert c.post("/v1/templates/sentiment-fr/run", json={"inputs": {"text": "Super."}, "mode": "generate"},
+                          headers=_auth(key)).status_code == 200, key
+            assert _grpc_generate(guarded, (("authorization", f"Bearer {key}"),)).finish_reason, key
+        with pytest.raises(grpc.RpcError) as e:
+            _grpc_generate(guarded, ())
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
         for open_path in ("/health/live", "/health/ready", "/metrics", "/openapi.json"):
             assert c.get(open_path).status_code == 200, open_path
     log = guarded.log.read_text()
     assert "key-from-flag" not in log and "key-from-file" not in log and "key-from-env" not in log
+
+
+def _grpc_generate(gw, metadata):
+    from glotta.server.grpc_api import load_stubs
+
+    pb2, pb2_grpc = load_stubs()
+    with grpc.insecure_channel(f"127.0.0.1:{gw.grpc_port}") as channel:
+        return pb2_grpc.TextGenerationStub(channel).Generate(pb2.GenerateRequest(prompt="Le", max_tokens=2),
+                                                             metadata=metadata, timeout=60)
 
 
 def test_body_limit_413(guarded):
@@ -76,8 +89,9 @@ def test_body_limit_413(guarded):
 
 
 def test_burst_beyond_the_limit_gets_429_at_once(guarded):
+    """2-prompt requests against 4 rows: two fit at once, the rest are refused whole (never half admitted)."""
     def call(_):
-        return httpx.post(guarded.url + "/v1/completions", json={**LONG, "max_tokens": 200},
+        return httpx.post(guarded.url + "/v1/completions", json={**LONG, "prompt": ["Le", "La"], "max_tokens": 200},
                           headers=_auth("key-from-flag"), timeout=60)
 
     with cf.ThreadPoolExecutor(10) as pool:
@@ -87,6 +101,7 @@ def test_burst_beyond_the_limit_gets_429_at_once(guarded):
     assert set(codes) <= {200, 429}
     rejected = next(r for r in results if r.status_code == 429)
     assert rejected.headers["Retry-After"] == "1" and "overloaded" in rejected.json()["error"]["message"]
+    assert all(len(r.json()["choices"]) == 2 for r in results if r.status_code == 200)
     metrics = httpx.get(guarded.url + "/metrics").text
     m = re.search(r'glotta_rejected_requests_total\{model="glotta-fr-tiny",reason="overloaded"\} (\S+)', metrics)
     assert m and float(m.group(1)) >= codes.count(429)
@@ -202,19 +217,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     t.join(60)
     assert result["r"].status_code == 200
     assert result["r"].json()["usage"]["completion_tokens"] == 400
-    assert gw.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
+    assert gw.proc.wait(30) == 0  # a drained stop is a clean exit
     with pytest.raises(httpx.ConnectError):
         httpx.get(gw.url + "/health/live", timeout=2)
-
-
-def test_schemathesis_finds_no_server_error_and_no_schema_violation(gateway, tmp_path):
-    exe = Path(sys.executable).with_name("schemathesis")
-    r = subprocess.run([str(exe), "run", f"{gateway.url}/openapi.json", "--max-examples", "25",
-                        "--checks", "not_a_server_error,response_schema_conformance",
-                        "--phases", "examples,coverage,fuzzing"],
-                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:]
-    assert re.search(r"\d+ generated, \d+ passed", r.stdout)
 
 
 def test_lone_surrogates_and_tiny_temperature_are_not_server_errors(http):

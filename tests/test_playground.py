@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 
 import httpx
 import pytest
@@ -31,11 +32,23 @@ def browser():
         b.close()
 
 
+def until(page, expression: str, timeout: float = 30.0) -> None:
+    """Wait until a JavaScript expression holds. Polled from here with `evaluate`: Playwright's `wait_for_function`
+    compiles its predicate with `new Function`, which the page's Content-Security-Policy (no 'unsafe-eval') forbids."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, expression
+        time.sleep(0.02)
+
+
 def _page(browser, url: str):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(url + "/")  # `/` redirects to the playground
     assert page.url.endswith("/playground")
-    page.wait_for_function("document.querySelectorAll('[data-testid=model] option').length > 0")
+    until(page, "document.querySelectorAll('[data-testid=model] option').length > 0")
+    assert not violations, violations  # the page's own script runs under its CSP, and asks for nothing it forbids
     return page
 
 
@@ -53,7 +66,7 @@ def test_generate_streams_coloured_tokens_after_the_prompt(browser, gateway, tmp
         page.fill("[data-testid=max-tokens]", "24")
         page.fill("[data-testid=temperature]", "0")
         page.click("[data-testid=generate]")
-        page.wait_for_function("!document.querySelector('[data-testid=generate]').disabled")
+        until(page, "!document.querySelector('[data-testid=generate]').disabled")
         output = page.locator("[data-testid=output]")
         assert output.inner_text().startswith(prompt)
         tokens = output.locator(".tok")
@@ -74,9 +87,9 @@ def test_stop_cancels_the_generation_on_the_server(browser, gateway, tmp_path):
     page.fill("[data-testid=temperature]", "0")  # greedy: the shipped model repeats itself, no early end of text
     page.fill("[data-testid=prompt]", "Le paquet")
     page.click("[data-testid=generate]")
-    page.wait_for_function("document.querySelectorAll('[data-testid=output] .tok').length > 2")
+    until(page, "document.querySelectorAll('[data-testid=output] .tok').length > 2")
     page.click("[data-testid=stop]")
-    page.wait_for_function("document.querySelector('[data-testid=status]').textContent.startsWith('stopped')")
+    until(page, "document.querySelector('[data-testid=status]').textContent.startsWith('stopped')")
     page.screenshot(path=str(tmp_path / "stopped.png"))
     assert wait_for(lambda: _metric(gateway.url, "glotta_cancelled_requests_total") > before, 20)
 
@@ -88,7 +101,7 @@ def test_template_run_shows_answer_prompt_and_scores(browser, gateway, tmp_path)
     page.fill("[data-testid=k]", "2")
     page.select_option("[data-testid=mode]", "score")
     page.click("[data-testid=run-template]")
-    page.wait_for_function("document.querySelector('[data-testid=template-answer]').textContent.length > 0")
+    until(page, "document.querySelector('[data-testid=template-answer]').textContent.length > 0")
     answer = page.locator("[data-testid=template-answer]").inner_text()
     bars = page.locator("[data-testid=template-scores] .bar")
     labels = bars.evaluate_all("els => els.map(e => e.dataset.label)")
@@ -123,11 +136,11 @@ def test_api_key_is_sent_from_session_storage(browser, tmp_path):
         assert "needs an API key" in page.locator("[data-testid=error]").inner_text()
         page.fill("[data-testid=api-key]", "s3cret")
         page.dispatch_event("[data-testid=api-key]", "change")
-        page.wait_for_function("document.querySelectorAll('[data-testid=model] option').length > 0")
+        until(page, "document.querySelectorAll('[data-testid=model] option').length > 0")
         assert page.evaluate("sessionStorage.getItem('glotta-api-key')") == "s3cret"
         page.fill("[data-testid=max-tokens]", "4")
         page.click("[data-testid=generate]")
-        page.wait_for_function("document.querySelectorAll('[data-testid=output] .tok').length > 0")
+        until(page, "document.querySelectorAll('[data-testid=output] .tok').length > 0")
         assert not page.locator("[data-testid=error]").is_visible()
     finally:
         gw.stop()
@@ -139,7 +152,7 @@ def test_works_through_triton(browser, triton_gateway, tmp_path):
     page.fill("[data-testid=temperature]", "0")
     page.fill("[data-testid=prompt]", "Le noyau ")
     page.click("[data-testid=generate]")
-    page.wait_for_function("!document.querySelector('[data-testid=generate]').disabled")
+    until(page, "!document.querySelector('[data-testid=generate]').disabled")
     assert page.locator("[data-testid=output] .tok").count() > 2
     assert "triton" in page.locator("[data-testid=model]").inner_text()
     page.screenshot(path=str(tmp_path / "triton.png"))

@@ -220,6 +220,9 @@ def test_prefix_cache_embedded_and_in_triton(request, fixture):
     prompt = "Question : quel est le noyau de Debian ? Réponse : Linux. " * 6 + f"Question : {fixture} ?"
     body = {"prompt": prompt, "max_tokens": 8, "temperature": 0}
     before = _metric(url, "glotta_prompt_tokens_cached_total", FR), _metric(url, "glotta_prompt_tokens_total", FR)
+    if fixture == "triton_gateway":
+        triton_metrics = f"http://127.0.0.1:{request.getfixturevalue('triton').metrics_port}/metrics"
+        waited = _metric(triton_metrics, "glotta_engine_queue_wait_seconds_total", FR)
     answers = [httpx.post(gw.url + "/v1/completions", json=body, timeout=60).json() for _ in range(2)]
     assert answers[0]["choices"][0]["text"] == answers[1]["choices"][0]["text"]
     n = answers[0]["usage"]["prompt_tokens"]
@@ -227,6 +230,6 @@ def test_prefix_cache_embedded_and_in_triton(request, fixture):
     assert _metric(url, "glotta_prompt_tokens_total", FR) - before[1] == 2 * n
     assert (n - 1) // 16 * 16 - 16 <= cached <= n - 1  # the second request's full blocks (the first may share some)
     if fixture == "triton_gateway":  # the engine inside Triton reports its own queue on Triton's metrics endpoint
-        triton_metrics = f"http://127.0.0.1:{request.getfixturevalue('triton').metrics_port}/metrics"
         assert _wait_for(lambda: _metric(triton_metrics, "glotta_engine_admitted_total", FR) >= 2, 10)
-        assert _metric(triton_metrics, "glotta_engine_queue_wait_seconds_total", FR) >= 0.0
+        # each admitted prompt adds its (positive) wait: the sum grows with these two requests
+        assert _wait_for(lambda: _metric(triton_metrics, "glotta_engine_queue_wait_seconds_total", FR) > waited, 10)

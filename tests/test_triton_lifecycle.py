@@ -21,6 +21,7 @@ import tritonclient.grpc as grpcclient
 from glotta.core.errors import GlottaError
 from glotta.core.net import free_port, free_port_block
 from glotta.server.engine.protocol import GenerationRequest, SamplingParams, check_request
+from glotta.server.triton.contract import triton_message
 from glotta.server.triton.launcher import TritonLaunchError, TritonServer
 from glotta.server.triton.watchdog import stop_group
 
@@ -71,13 +72,17 @@ def test_fault_cycle_leaves_no_tritonserver_or_stub(tmp_path, sig):
             futures = [pool.submit(_put, url, body) for _ in range(48)]
             time.sleep(1.5)  # requests in flight in Triton's stub
             gw.send_signal(sig)
-            for f in futures:
-                f.exception()  # each ends: an answer, a 503, or a dropped connection — none hangs
+            outcomes = [_outcome(f) for f in futures]  # each ends (none hangs), and how depends on the signal
+        if sig == signal.SIGKILL:  # no handler ran: a dropped connection is all a client can get
+            assert set(outcomes) <= {200, 503, "dropped"}, outcomes
+        else:  # drained: an answer, or a 503 that says why — never a cut connection
+            assert set(outcomes) <= {200, 503} and 200 in outcomes, outcomes
         gw.wait(60)
         assert _wait(lambda: not _group(triton.pid), 30), [p.cmdline() for p in _group(triton.pid)]
         text = (tmp_path / f"serve-{cycle}.log").read_text()
-        if sig != signal.SIGKILL:
-            assert "stubs: stopped" in text or "stubs: killed" in text or "stubs: already gone" in text, text[-2000:]
+        if sig != signal.SIGKILL:  # a clean stop: the stubs ended on SIGTERM, none had to be killed
+            assert "stubs: stopped" in text or "stubs: already gone" in text, text[-2000:]
+            assert "killed after" not in text, text[-2000:]
     gw.send_signal(signal.SIGTERM)
     gw.wait(60)
     assert _wait(lambda: not _group(triton.pid), 30)
@@ -92,6 +97,14 @@ def _ready(url: str) -> bool:
 
 def _put(url: str, body: dict) -> int:
     return httpx.put(url + "/api", json=body, timeout=60).status_code
+
+
+def _outcome(future) -> int | str:
+    """A request's status code, or "dropped" when the connection was cut (any other exception fails the test)."""
+    try:
+        return future.result()
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError):
+        return "dropped"
 
 
 def _put_answer(url: str, body: dict) -> tuple[int, str]:
@@ -207,7 +220,9 @@ def test_one_row_per_request_and_the_gateways_validation(triton):
         with pytest.raises(GlottaError) as expected:
             check_request(request)
         _, error = _ask(triton.grpc_url, _inputs("Le", extra.pop("max_tokens", 3), **extra))
-        assert error is not None and expected.value.message in str(error)  # the gateway's message, from Triton
+        # the same check as the gateway's, in the names of the tensors this client sent (never `max_new_tokens`)
+        assert error is not None and triton_message(expected.value) in str(error)
+        assert "max_new_tokens" not in str(error)
 
 
 def test_seeds_are_unsigned_64_bit_through_triton(triton_gateway):

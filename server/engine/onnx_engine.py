@@ -105,7 +105,9 @@ class OnnxEngine:
         return self.tokenizer.decode(token_ids)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        row = self._enqueue(request)
+        if self._thread is None:
+            raise unavailable(f"model {self.name} is not started")
+        row = self._enqueue(request, await encode_prompt(self.tokenizer, request, self.max_context))
         try:
             while True:
                 item = await row.queue.get()
@@ -121,10 +123,7 @@ class OnnxEngine:
 
     # -- request intake (event-loop side) -------------------------------------------------------------------------
 
-    def _enqueue(self, req: GenerationRequest) -> Row:
-        if self._thread is None:
-            raise unavailable(f"model {self.name} is not started")
-        ids = encode_prompt(self.tokenizer, req, self.max_context)
+    def _enqueue(self, req: GenerationRequest, ids: list[int]) -> Row:
         row = Row(req=req, prompt_ids=ids, loop=asyncio.get_running_loop(), queue=asyncio.Queue(),
                   sampler=Sampler(req.sampling), detok=IncrementalDetokenizer(self.tokenizer),
                   stopper=TextStopper(req.stop), group=req.group or None,

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, AsyncIterator, Protocol, runtime_checkable
 
 from glotta.core.errors import invalid
 
+from ..bounds import MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS, SEED_MAX
+
 if TYPE_CHECKING:
     from glotta.core.tokenizer import Tokenizer
 
@@ -89,12 +91,6 @@ class Chunk:
         return self
 
 
-SEED_MAX = 2**64 - 1  # seeds are unsigned 64-bit at every entry: /api, /v1, gRPC and Triton's UINT64 `seed`
-MAX_STOP_STRINGS = 16
-MAX_PROMPTS = 128  # per request, on /api and /v1
-MAX_TOP_LOGPROBS = 5
-
-
 def check_request(req: GenerationRequest) -> None:
     """The limits every backend enforces alike — the embedded engine, the gateway's TritonEngine and the model inside
     Triton all call this, so a request straight to Triton is refused exactly as through the gateway."""
@@ -116,6 +112,8 @@ def check_request(req: GenerationRequest) -> None:
         raise invalid(f"seed must be an integer from 0 to 2**64 - 1, not {s.seed}", "seed")
     if len(req.stop.stop_strings) > MAX_STOP_STRINGS:
         raise invalid(f"at most {MAX_STOP_STRINGS} stop strings", "stop")
+    if any(len(s) > MAX_STOP_CHARS for s in req.stop.stop_strings):
+        raise invalid(f"a stop string may hold at most {MAX_STOP_CHARS} characters", "stop")
     if not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
         raise invalid(f"top log-probs must be from 0 to {MAX_TOP_LOGPROBS}, not {req.top_logprobs}", "logprobs")
 

@@ -3,11 +3,13 @@ character, and the prompt checks every backend answers alike."""
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 
-from glotta.core.errors import invalid
+from glotta.core.errors import context_exceeded, invalid
 from glotta.core.tokenizer import Tokenizer
 
+from ..bounds import prompt_fits
 from .protocol import GenerationRequest, check_request
 
 
@@ -53,22 +55,39 @@ class IncrementalDetokenizer:
         return full_text[len(prefix_text) :]
 
 
-def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
-    """Prompt token ids, or the error (with the field to blame) that every backend answers alike."""
+INLINE_CHARS = 512  # a shorter prompt is tokenized on the event loop (~0.1 ms); a longer one in a worker thread
+
+
+async def encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of `text`, computed off the event loop when the text is long."""
+    if len(text) <= INLINE_CHARS:
+        return tokenizer.encode(text)
+    return await asyncio.to_thread(tokenizer.encode, text)
+
+
+async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
+    """Prompt token ids, or the error (with the field to blame) that every backend answers alike.
+
+    Everything that can refuse the request is checked before tokenizing, and a long prompt is tokenized in a worker
+    thread (the tokenizer releases the GIL): a megabyte of text never stalls the event loop (health, other clients).
+    """
     check_request(req)
     for text, field in [(req.prompt, "prompt"), *((s, "stop") for s in req.stop.stop_strings)]:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # JSON can carry lone surrogates ("\udb5b"), which no tokenizer can encode
             raise invalid(f"{field} is not valid Unicode text (lone surrogate)", field) from None
-    ids = tokenizer.encode(req.prompt)
+    if not prompt_fits(len(req.prompt), max_context, tokenizer.max_token_chars):
+        raise context_exceeded(f"prompt of {len(req.prompt)} characters cannot fit in the model's context of "
+                               f"{max_context} tokens", "prompt")
+    ids = await encode_text(tokenizer, req.prompt)
     if tokenizer.bos_id is not None:  # the model was trained with every sequence starting so
         ids = [tokenizer.bos_id, *ids]
     if req.add_bos:
         ids = [tokenizer.eod_id, *ids]
-    if not ids:
-        raise invalid("Empty prompts require add_bos=true", "add_bos")
+    if not ids:  # as OpenAI's API: an empty prompt is generated as from the beginning of a new document
+        ids = [tokenizer.eod_id]
     if len(ids) + req.max_new_tokens > max_context:
-        raise invalid(f"Length of prompt + max_new_tokens longer than allowed "
-                      f"({len(ids)} + {req.max_new_tokens} > {max_context})", "max_new_tokens")
+        raise context_exceeded(f"Length of prompt + max_new_tokens longer than allowed "
+                               f"({len(ids)} + {req.max_new_tokens} > {max_context})", "max_new_tokens")
     return ids

@@ -151,7 +151,7 @@ class TritonEngine:
         return [grpcclient.InferRequestedOutput(n) for n in self._outputs if n not in skip]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        prompt_ids = encode_prompt(self.tokenizer, request, self.max_context)
+        prompt_ids = await encode_prompt(self.tokenizer, request, self.max_context)
         if not self._ready or self._client is None:
             raise unavailable(f"Triton at {self.url} is not ready for {self.name}")
         tensors = self._tensors(request)
@@ -166,7 +166,7 @@ class TritonEngine:
         responses = self._client.stream_infer(requests())
         self._inflight += 1
         self._waiting += 1
-        queued, first = True, True
+        queued, first, finished = True, True, False
         try:
             async for result, error in responses:
                 if queued:
@@ -177,8 +177,9 @@ class TritonEngine:
                 first = False
                 if not self._decoupled:  # one response per request: this is the last
                     chunk.finish_reason = chunk.finish_reason or "length"
+                finished = chunk.finish_reason is not None
                 yield chunk
-                if chunk.finish_reason:
+                if finished:
                     return
             raise unavailable(f"Triton closed the stream for {self.name} before the end")
         except grpc.aio.AioRpcError as e:  # this request's replica failed; the watch loop decides about readiness
@@ -187,8 +188,11 @@ class TritonEngine:
             self._inflight -= 1
             if queued:
                 self._waiting -= 1
-            done.set()
-            responses.cancel()  # a client that went away cancels the request in Triton too
+            done.set()  # a finished request closes its stream (half-close: Triton ends the call cleanly)
+            if not finished:  # a client that went away, or an error: cancel the request in Triton too.
+                # Only then: Triton 2.51 leaks the state of a stream cancelled after its final response, and a model
+                # with over 8 such states never unloads (exit timeout, stubs killed).
+                responses.cancel()
 
     def _chunk(self, result, first: bool, prompt_ids: list[int], wanted: set[str]) -> Chunk:
         return chunk_from_arrays(lambda name: result.as_numpy(name) if name in wanted else None, first, prompt_ids)

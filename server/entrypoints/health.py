@@ -15,7 +15,7 @@ async def live() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: {"description": "a served model is not ready"}})
 async def ready(request: Request) -> JSONResponse:
     """Every served model can take requests: route traffic here only when this is 200."""
     models = request.app.state.models
@@ -24,6 +24,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ok, "models": status}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response,
+            responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -12,9 +12,11 @@ from pydantic import ValidationError
 
 from glotta.core.errors import GlottaError
 
+from ..auth import ApiKeys
 from ..entrypoints.openai.protocol import CompletionRequest
 from ..entrypoints.openai.serving import Choice, complete_choices, completion_id, stream_choices
 from ..errors import from_validation, grpc_code, wire
+from ..limits import Limits
 from ..models import ModelSet
 from . import load_stubs
 
@@ -85,10 +87,46 @@ async def _abort(context, e: GlottaError) -> None:
     await context.abort(grpc_code(e), wire("openai", e)[0])  # /v1/completions semantics, so OpenAI's field names
 
 
-async def start_server(models: ModelSet, port: int, host: str = "0.0.0.0") -> grpc.aio.Server:
-    server = grpc.aio.server()
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """The REST rule on gRPC: `authorization: Bearer KEY` metadata, else UNAUTHENTICATED (same text as REST's 401)."""
+
+    def __init__(self, keys: ApiKeys) -> None:
+        self.keys = keys
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        metadata = dict(details.invocation_metadata or ())
+        if handler is None or self.keys.allows(metadata.get("authorization")):
+            return handler
+
+        async def deny(_request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
+
+        async def deny_stream(_request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "Unauthorized")
+            yield  # pragma: no cover - makes this an async generator, as a server-streaming handler must be
+
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(deny_stream, handler.request_deserializer,
+                                                        handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(deny, handler.request_deserializer, handler.response_serializer)
+
+
+async def start_server(models: ModelSet, port: int, host: str, keys: ApiKeys, limits: Limits) -> grpc.aio.Server:
+    """The gRPC service on `host:port` (the REST host: loopback unless told otherwise), behind the same keys; a message
+    is bounded like a REST body, and calls at once by `max_grpc_rpcs` (beyond: RESOURCE_EXHAUSTED)."""
+    options = [("grpc.max_receive_message_length", limits.max_body_bytes),
+               ("grpc.max_concurrent_streams", 100)]
+    server = grpc.aio.server(interceptors=[ApiKeyInterceptor(keys)] if keys.required else [], options=options,
+                             maximum_concurrent_rpcs=limits.max_grpc_rpcs)
     pb2_grpc.add_TextGenerationServicer_to_server(TextGeneration(models), server)
-    if server.add_insecure_port(f"{host}:{port}") == 0:
-        raise OSError(f"cannot bind gRPC port {host}:{port}")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot bind the gRPC port {address}: is another server using it? (choose another with "
+                      f"--grpc-port, or 0 to turn gRPC off)")
     await server.start()
     return server

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from glotta.core.errors import invalid
 
 from ..engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
+from ..engine.tokenizer import encode_text
 from ..generation import collect, gather_all
 from .library import Template
 
@@ -26,12 +27,15 @@ class TemplateAnswer:
     word_scores: dict[str, float] = field(default_factory=dict)
 
 
-async def score_continuation(engine: Engine, prompt: str, continuation: str, group: str = "") -> float:
-    """log P(continuation | prompt), summed over the continuation's tokens."""
-    prompt_len = len(engine.tokenizer.encode(prompt))
+async def score_continuation(engine: Engine, prompt: str, continuation: str, group: str = "",
+                             prompt_ids: list[int] | None = None) -> float:
+    """log P(continuation | prompt), summed over the continuation's tokens (`prompt_ids`: the prompt's, if known)."""
+    if prompt_ids is None:
+        prompt_ids = await encode_text(engine.tokenizer, prompt)
+    prompt_len = len(prompt_ids)
     out = await collect(engine, GenerationRequest(prompt + continuation, 0, prompt_logprobs=True, stream=False,
                                                   group=group))
-    if out.prompt_ids[:prompt_len] != engine.tokenizer.encode(prompt):
+    if out.prompt_ids[:prompt_len] != prompt_ids:
         raise invalid(f"answer {continuation!r} merges with the end of the prompt into one token", "verbalizer")
     if len(out.prompt_ids) == prompt_len:
         raise invalid(f"answer {continuation!r} adds no token to the prompt", "verbalizer")
@@ -53,7 +57,8 @@ async def run(engine: Engine, template: Template, inputs: dict[str, str], k: int
             raise invalid(f"template {template.name} has no verbalizer: it can only generate", "mode")
         words = [(label, w) for label, ws in template.verbalizer.items() for w in ws]
         group = uuid.uuid4().hex  # the candidates share the batch as one request (and the prompt's cached prefix)
-        scores = await gather_all(*(score_continuation(engine, prompt, _answer_word(w), group) for _, w in words))
+        ids = await encode_text(engine.tokenizer, prompt)
+        scores = await gather_all(*(score_continuation(engine, prompt, _answer_word(w), group, ids) for _, w in words))
         word_scores = {w: s for (_, w), s in zip(words, scores)}
         by_label: dict[str, float] = {}
         for (label, _), s in zip(words, scores):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from glotta.core.errors import invalid
+from glotta.core.errors import GlottaError, invalid, rename_fields
 
 from ..engine.protocol import Chunk, GenerationRequest, PromptInfo, SamplingParams, StopConditions
 
@@ -88,6 +88,13 @@ _FIELDS: dict[str, tuple[str, bool]] = {
     "stream": ("stream", False),
 }
 _DEFAULT_REQUEST = GenerationRequest(prompt="", max_new_tokens=16, stream=False)
+# the engine's neutral field names → the tensor names a Triton client sent (for error messages)
+TENSOR_NAMES = {path.rpartition(".")[2]: name for name, (path, negated) in _FIELDS.items() if not negated}
+
+
+def triton_message(e: GlottaError) -> str:
+    """An engine error as a Triton client reads it: the fields named by the tensors it sent."""
+    return rename_fields(e.message, TENSOR_NAMES) or ""
 
 
 def _get(req: GenerationRequest, path: str):

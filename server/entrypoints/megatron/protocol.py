@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from glotta.core.errors import invalid
 
-from ...engine.protocol import MAX_PROMPTS, SEED_MAX
+from ...bounds import MAX_PROMPTS, SEED_MAX
+from ..wire_types import may_hold_surrogates, reject_lone_surrogates
 
 
 def _is_int(v: Any) -> bool:
@@ -100,6 +101,8 @@ def _validate_in_megatron_order(d: Any) -> None:  # noqa: C901 - one flat list o
         fail("random_seed must be less than 2**64", "random_seed")
     if "model" in d and not isinstance(d["model"], str):
         fail("model must be a string", "model")
+    if may_hold_surrogates.get():
+        reject_lone_surrogates(d)
 
 
 class MegatronRequest(BaseModel):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from ...engine.protocol import SEED_MAX, Engine, GenerationRequest, SamplingParams, StopConditions
+from ...bounds import SEED_MAX
+from ...engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
 from ...generation import collect, gather_all
 from .protocol import MegatronRequest, MegatronResponse
 
@@ -35,9 +36,10 @@ def to_engine_request(req: MegatronRequest, prompt: str, index: int, group: str 
 
 async def generate(engine: Engine, req: MegatronRequest) -> MegatronResponse:
     group = uuid.uuid4().hex  # the prompts of this call share the batch fairly with other calls
-    results = await gather_all(
-        *(collect(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(req.prompts))
-    )
+    with engine.admit(len(req.prompts)):
+        results = await gather_all(
+            *(collect(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(req.prompts))
+        )
     texts, segments, logprobs = [], [], []
     for r in results:
         ids = r.prompt_ids + r.token_ids

@@ -11,7 +11,14 @@ from .serving import complete, open_stream
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-@router.post("/completions", response_model=CompletionResponse)
+# each Server-Sent Event: `data` holds a CompletionResponse chunk as JSON, an error object, or the final [DONE]
+SSE_EVENT = {"type": "object", "required": ["data"],
+             "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"}}}
+SSE = {200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+             "description": "the completion; with `stream: true`, Server-Sent Events ending in `data: [DONE]`"}}
+
+
+@router.post("/completions", response_model=CompletionResponse, responses=SSE)
 async def completions(body: CompletionRequest, request: Request):
     """OpenAI completions; `stream: true` answers Server-Sent Events ending in `data: [DONE]`."""
     engine = request.app.state.models.get(body.model)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ...engine.protocol import MAX_PROMPTS, SEED_MAX
-from ...engine.protocol import MAX_STOP_STRINGS as MAX_STOP
+from ...bounds import MAX_PROMPTS, MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS, SEED_MAX
+from ..wire_types import check_wire
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _wire(cls, data: Any) -> Any:
+        return check_wire(cls, data)
+
 
 class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # unknown OpenAI fields are accepted and ignored, as vLLM does
+    # unknown fields are accepted and ignored, as vLLM does; types are JSON's (wire_types): "5" is not an integer
+    model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
     prompt: str | list[str] = Field(..., description="One prompt or a list (one choice each)")
@@ -26,7 +32,8 @@ class CompletionRequest(BaseModel):
     top_k: int | None = Field(0, ge=0, le=1000, description="0 = off, 1 = greedy")
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, le=SEED_MAX, description="unsigned 64-bit")
-    logprobs: int | None = Field(None, ge=0, le=5, description="Log-probs of the n most likely tokens too")
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                 description="Log-probs of the n most likely tokens too")
     echo: bool = False
     n: int = Field(1, ge=1, le=1, description="Only 1 completion per prompt")
     best_of: int | None = Field(None, ge=1, le=1)
@@ -34,6 +41,11 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     ignore_eos: bool = Field(False, description="vLLM extension: keep generating past end-of-document")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wire(cls, data: Any) -> Any:
+        return check_wire(cls, data)
 
     @field_validator("prompt")
     @classmethod
@@ -45,8 +57,10 @@ class CompletionRequest(BaseModel):
     @field_validator("stop")
     @classmethod
     def _stop(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop strings")
+        if isinstance(v, list) and len(v) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
+        if any(len(s) > MAX_STOP_CHARS for s in ([v] if isinstance(v, str) else v or [])):
+            raise ValueError(f"a stop string may hold at most {MAX_STOP_CHARS} characters")
         return v
 
     @property

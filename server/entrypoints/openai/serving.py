@@ -11,12 +11,14 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from glotta.core.errors import ErrorKind, GlottaError
 
-from ...engine.protocol import SEED_MAX, Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
+from ...bounds import SEED_MAX
+from ...engine.protocol import Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
 from ...errors import body as error_body
 from ...generation import collect, gather_all, stream
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
@@ -96,7 +98,9 @@ def completion_id() -> str:
 
 async def complete_choices(engine: Engine, req: CompletionRequest) -> tuple[list[Choice], Usage]:
     prompts, group = req.prompts, uuid.uuid4().hex  # one group: the prompts share the batch fairly with others
-    results = await gather_all(*(collect(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(prompts)))
+    with engine.admit(len(prompts)):
+        results = await gather_all(*(collect(engine, to_engine_request(req, p, i, group))
+                                     for i, p in enumerate(prompts)))
     choices = [
         _ChoiceBuilder(engine, req, p, i).build(
             r.text, r.token_ids, r.logprobs, r.top_logprobs,
@@ -150,22 +154,33 @@ async def stream_choices(engine: Engine, req: CompletionRequest) -> AsyncIterato
     is computed before this returns, so a request the engine rejects fails before any byte goes out."""
     prompts, group = req.prompts, uuid.uuid4().hex
     builders = [_ChoiceBuilder(engine, req, p, i) for i, p in enumerate(prompts)]
-    merged = _merge([stream(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(prompts)])
-    first = await anext(merged)
+    admission = engine.admit(len(prompts))  # held until the stream ends, whichever way
+    try:
+        merged = _merge([stream(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(prompts)])
+        first = await anext(merged)
+    except BaseException:
+        admission.release()
+        raise
     counts = usage(0, 0)
 
     async def items() -> AsyncIterator[tuple[Choice, Usage]]:
-        async for index, chunk in _prepend(first, merged):
-            if chunk.prompt is not None:
-                counts.prompt_tokens += len(chunk.prompt.token_ids)
-            counts.completion_tokens += len(chunk.token_ids)
-            counts.total_tokens = counts.prompt_tokens + counts.completion_tokens
-            choice = builders[index].build(chunk.text, chunk.token_ids, chunk.logprobs, chunk.top_logprobs,
-                                           chunk.prompt, chunk.finish_reason)
-            if choice.wire.text or choice.wire.logprobs is not None or choice.wire.finish_reason is not None:
-                yield choice, counts
+        try:
+            async for index, chunk in _prepend(first, merged):
+                if chunk.prompt is not None:
+                    counts.prompt_tokens += len(chunk.prompt.token_ids)
+                counts.completion_tokens += len(chunk.token_ids)
+                counts.total_tokens = counts.prompt_tokens + counts.completion_tokens
+                choice = builders[index].build(chunk.text, chunk.token_ids, chunk.logprobs, chunk.top_logprobs,
+                                               chunk.prompt, chunk.finish_reason)
+                if choice.wire.text or choice.wire.logprobs is not None or choice.wire.finish_reason is not None:
+                    yield choice, counts
+        finally:
+            admission.release()
+            await merged.aclose()
 
-    return items()
+    gen = items()
+    weakref.finalize(gen, admission.release)  # a stream dropped before its first item (client gone) releases too
+    return gen
 
 
 async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:

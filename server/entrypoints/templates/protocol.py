@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ...bounds import MAX_TEMPLATE_EXAMPLES, MAX_TEMPLATE_INPUT_CHARS, MAX_TEMPLATE_TOKENS
+from ..wire_types import check_wire
 
 
 class TemplateSummary(BaseModel):
@@ -27,13 +30,20 @@ class TemplateList(BaseModel):
 class TemplateRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    inputs: dict[str, str] = Field(..., description="a value for each of the template's inputs")
-    k: int = Field(0, ge=0, le=32, description="number of examples shown before the query (k-shot)")
-    examples: list[int] | None = Field(None, description="which examples to show, by index (overrides k)")
+    inputs: dict[str, Annotated[str, Field(max_length=MAX_TEMPLATE_INPUT_CHARS)]] = Field(
+        ..., max_length=64, description="a value for each of the template's inputs")
+    k: int = Field(0, ge=0, le=MAX_TEMPLATE_EXAMPLES, description="number of examples shown before the query (k-shot)")
+    examples: list[int] | None = Field(None, max_length=MAX_TEMPLATE_EXAMPLES,
+                                       description="which examples to show, by index (overrides k)")
     mode: Literal["score", "generate"] | None = Field(None, description="default: the template's")
     paraphrase: int = Field(0, ge=0, description="0 = the template's pattern, i = its i-th paraphrase")
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1, le=512)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TEMPLATE_TOKENS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wire(cls, data: Any) -> Any:
+        return check_wire(cls, data)
 
 
 class TemplateRunResponse(BaseModel):

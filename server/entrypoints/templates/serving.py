@@ -31,11 +31,6 @@ def _check(template: Template, body: TemplateRunRequest) -> str:
     extra = sorted(set(body.inputs) - set(template.inputs))
     if extra:
         raise invalid(f"unknown input `{extra[0]}` (template {name} takes {template.inputs})", f"inputs.{extra[0]}")
-    for key, value in body.inputs.items():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise invalid(f"input `{key}` is not valid Unicode text (lone surrogate)", f"inputs.{key}") from None
     if body.paraphrase >= len(template.patterns()):
         raise invalid(f"paraphrase must be below {len(template.patterns())}", "paraphrase")
     ids = body.examples
@@ -51,6 +46,8 @@ def _check(template: Template, body: TemplateRunRequest) -> str:
 
 async def run_template(engine: Engine, template: Template, body: TemplateRunRequest) -> TemplateRunResponse:
     mode = _check(template, body)
-    out = await run(engine, template, body.inputs, body.k, body.examples, mode, body.paraphrase, body.max_tokens)
+    rows = sum(map(len, template.verbalizer.values())) if mode == "score" else 1  # score: one row per answer word
+    with engine.admit(rows):
+        out = await run(engine, template, body.inputs, body.k, body.examples, mode, body.paraphrase, body.max_tokens)
     return TemplateRunResponse(template=template.name, model=engine.name, mode=mode, prompt=out.prompt,
                                answer=out.answer, label=out.label, scores=out.scores or None)

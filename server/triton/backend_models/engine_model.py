@@ -21,7 +21,7 @@ import triton_python_backend_utils as pb_utils
 from glotta.core.errors import ErrorKind, GlottaError
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.scheduling import SchedulerPolicy
-from glotta.server.triton.contract import request_from_arrays, response_to_arrays
+from glotta.server.triton.contract import request_from_arrays, response_to_arrays, triton_message
 
 CANCEL_CHECK_S = 0.02
 
@@ -173,7 +173,7 @@ class TritonPythonModel:
                     sender.send(_response(wanted, text, ids, lps, tops, chunk.finish_reason, prompt), flags=final)
         except GlottaError as e:
             finished = True
-            sender.send(_error(e.message, invalid=e.kind is ErrorKind.INVALID), flags=final)
+            sender.send(_error(triton_message(e), invalid=e.kind is ErrorKind.INVALID), flags=final)
         except Exception as e:
             finished = True
             sender.send(_error(f"generation failed: {e}"), flags=final)
