@@ -14,6 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /opt/glotta
 COPY pyproject.toml README.md ./
 COPY core ./core
+COPY modeling ./modeling
 COPY server ./server
 COPY clients ./clients
 COPY export ./export

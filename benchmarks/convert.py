@@ -69,7 +69,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from glotta.training.convert import convert
-    from glotta.training.tokenizer import fertility, iter_texts, load_any
+    from glotta.training.tokenizer_training import fertility, iter_texts, load_any
 
     model = ROOT / "model_repository" / "glotta-fr-tiny"
     vocab, merges = model / "vocab.json", model / "merges.txt"

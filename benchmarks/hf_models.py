@@ -76,9 +76,9 @@ def peer_hf(folder: Path, n: int) -> dict:
 
 
 def peer_glotta(folder: Path, n: int) -> dict:
-    from glotta.server.engine.hf_import import cached_hf_model
+    from glotta.modeling.hf_folder import cached_hf_model
+    from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
     from glotta.server.engine.onnx_engine import OnnxEngine
-    from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
     engine = OnnxEngine(cached_hf_model(folder))
 

@@ -5,7 +5,7 @@ same weights (the HF model is rebuilt from the shipped ONNX's initializers; CTra
 
 Measured, all greedy with `--new-tokens` tokens per prompt:
 1. in-process tokens/s at batch 1 and 16: HF, CTranslate2 float32 / int8, Glotta fp32 / INT8;
-2. over HTTP (`/v1/completions` on a real `glotta serve`): 1 and 16 concurrent clients, fp32 and `--int8`;
+2. over HTTP (`/v1/completions` on a real `glotta serve`): 1 and 16 concurrent clients, fp32 and `--precision int8`;
 3. time to first token of a 256-token prompt over HTTP (streaming), p50 / p95;
 4. the share of the arithmetic limit: FLOPs per token × tokens/s ÷ the fp32 matrix-multiply rate measured here;
 5. at batch 1 / 1 client, the same with n-gram speculation (`--speculate 4`, off by default): same greedy tokens,
@@ -122,8 +122,8 @@ def peer_ct2(model_dir: Path, n: int) -> dict:
 
 
 def peer_glotta(model_dir: Path, n: int) -> dict:
+    from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
     from glotta.server.engine.onnx_engine import OnnxEngine
-    from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
     async def run(engine, batch: int) -> tuple[float, list[int]]:
         await engine.start()
@@ -147,7 +147,7 @@ def peer_glotta(model_dir: Path, n: int) -> dict:
     out: dict = {}
     for precision in ("fp32", "int8"):
         for spec, batches in (("", BATCHES), (" spec", (1,))):
-            engine = OnnxEngine(model_dir, int8=precision == "int8",
+            engine = OnnxEngine(model_dir, precision=precision,
                                 policy=SchedulerPolicy(speculate=SPECULATE if spec else 0))
             measure = lambda b, e=engine: asyncio.run(run(e, b))  # noqa: E731
             out |= {f"{precision}{spec} b{b}": warm_median(measure, b) for b in batches}
@@ -232,11 +232,11 @@ def ttft_256(url: str, model: str, tokenizer, count: int = 20) -> list[float]:
 
 def http_figures(model: str, n: int, repeats: int, threads: int | None) -> dict:
     from glotta.clients.local_gateway import LocalGateway
-    from glotta.core.model_folder import ModelFolder, resolve_model
+    from glotta.modeling.model_folder import ModelFolder, resolve_model
 
     tok = ModelFolder.open(resolve_model(model, ROOT / "model_repository")).tokenizer()
     out: dict = {}
-    for precision, extra in (("fp32", []), ("int8", ["--int8"])):
+    for precision, extra in (("fp32", []), ("int8", ["--precision", "int8"])):
         for spec in ("", " spec"):
             gateway = LocalGateway(["--model", model, "--log-level", "warning", *extra,
                                     *(["--threads", str(threads)] if threads else []),
@@ -268,7 +268,7 @@ def main() -> None:
     ap.add_argument("--peer", choices=[*PEERS, "matmul"], help=argparse.SUPPRESS)
     a = ap.parse_args()
 
-    from glotta.core.model_folder import ModelFolder, resolve_model
+    from glotta.modeling.model_folder import ModelFolder, resolve_model
     from glotta.server.engine.decoder_spec import spec_from_meta
 
     model_dir = resolve_model(a.model, ROOT / "model_repository")

@@ -41,3 +41,19 @@ def handles_errors(*kinds: type[BaseException]) -> Callable:
 def subcommands(parser: argparse.ArgumentParser, dest: str = "action"):
     """Nested subcommands: `glotta GROUP ACTION --help` shows that action's options only."""
     return parser.add_subparsers(dest=dest, required=True, metavar="ACTION")
+
+
+def refuse_old_spellings(p: argparse.ArgumentParser, flags: tuple[str, ...]) -> None:
+    """Flags of an earlier Glotta (glotta.core.precision.OLD_SPELLINGS): accepted by the parser only to be refused by
+    `check_old_spellings` with the one to use instead."""
+    for flag in flags:
+        p.add_argument(flag, nargs="?", const=True, default=None, help=argparse.SUPPRESS, dest=f"old_{flag[2:]}")
+
+
+def check_old_spellings(a: argparse.Namespace) -> None:
+    from glotta.core.precision import OLD_SPELLINGS
+
+    for key, value in vars(a).items():
+        if key.startswith("old_") and value is not None:
+            flag = "--" + key[4:].replace("_", "-")
+            raise ValueError(f"{flag} is gone: use {OLD_SPELLINGS[flag]}")

@@ -101,18 +101,18 @@ def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, 
     import torch
 
     from glotta.core.megatron.checkpoint import latest, load
-    from glotta.core.megatron.hf import to_hf
     from glotta.core.megatron.indexed import MegatronDataset
-    from glotta.core.megatron.reader import read
-    from glotta.core.model_folder import ModelFolder
-    from glotta.core.tokenizer import EOD_TOKEN
     from glotta.export.onnx_export import export_gpt2_onnx
+    from glotta.modeling.megatron_hf import to_hf
+    from glotta.modeling.megatron_reader import read
+    from glotta.modeling.model_folder import ModelFolder
+    from glotta.modeling.perplexity import mean_loss, samples_of
+    from glotta.modeling.spec import ModelSpec
     from glotta.server.triton.config_writers.cpu import write_model
-    from glotta.training.local_trainer import mean_loss, samples_of
 
-    merged, shape = read(work / "checkpoints", vocab)
+    ckpt = read(work / "checkpoints", vocab)
     cfg = load(latest(work / "checkpoints"))["args"].glotta_config
-    model = to_hf(merged, shape)
+    model = to_hf(ckpt)
     with torch.no_grad():  # perplexity of exactly what ships: fp16-stored weights
         for p in model.parameters():
             p.copy_(p.half().float())
@@ -124,27 +124,30 @@ def export(work: Path, out: Path, tok: Path, vocab: int, lang: str, prep: dict, 
     export_gpt2_onnx(model, out / "1" / "model.onnx", fp16_weights=True)
     stages = {n: {"in": s["docs_in"], "out": s["docs_out"], "removed": s["removed"]} for n, s in prep["stages"].items()}
     steps = len(history["loss"])
-    meta = {
-        "name": out.name, "language": lang, "architecture": "gpt2", "vocab_size": vocab,
-        "n_positions": shape.positions, "n_layer": shape.layers, "n_embd": shape.hidden,
-        "n_head": shape.heads, "eod_token": EOD_TOKEN,
-        "parameters": sum(p.numel() for p in model.parameters()),
+    card = {
+        "language": lang,
         "train_steps": steps, "train_tokens": steps * cfg["global_batch_size"] * cfg["seq_length"],
         "train_documents": counts["train"], "valid_documents": counts["valid"],
         "valid_tokens": int(samples[:, 1:].size), "valid_perplexity": round(ppl, 2),
         "final_train_loss": round(sum(history["loss"][-50:]) / len(history["loss"][-50:]), 3),
         "data_preparation": {"input_documents": prep["input"]["docs"], "stages": stages},
         "prepare_seconds": round(prep_s, 1), "train_seconds": round(train_s, 1), "train_threads": threads,
-        "source": source.name, "train_config": cfg,
+        "train_config": cfg,
     }
-    ModelFolder.write(out, meta, tok)
-    (out / "README.md").write_text(model_card(meta))
+    spec = ModelSpec(name=out.name, family=ckpt.family, architecture=ckpt.architecture, weights="exchange",
+                     source=source.name, card=card)
+    ModelFolder.write(out, spec, tok)
+    (out / "README.md").write_text(model_card(spec))
     write_model(out)
     shutil.copy(work / "checkpoints" / "loss.png", out / "loss.png")
-    return meta
+    return {"name": spec.name, "parameters": spec.parameters, "vocab_size": spec.architecture.vocab_size, **card}
 
 
-def model_card(m: dict) -> str:
+def model_card(spec) -> str:
+    a, m = spec.architecture, spec.card
+    m = {**m, "name": spec.name, "n_layer": a.n_layer, "n_embd": a.n_embd, "n_head": a.n_head,
+         "parameters": spec.parameters, "vocab_size": a.vocab_size, "eod_token": spec.tokenizer.eos_tokens[0],
+         "n_positions": a.n_positions, "source": spec.source}
     lang = {"fr": "French", "es": "Spanish"}.get(m["language"], m["language"])
     c = m["train_config"]
     prep = "; ".join(f"{n} {s['in']:,} → {s['out']:,}" for n, s in m["data_preparation"]["stages"].items())

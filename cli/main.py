@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import data, export, generate, loadtest, prompt, serve, tokenizer, train, triton
+from . import (
+    cmd_data,
+    cmd_export,
+    cmd_generate,
+    cmd_loadtest,
+    cmd_prompt,
+    cmd_serve,
+    cmd_tokenizer,
+    cmd_train,
+    cmd_triton,
+)
 
-GROUPS = (serve, triton, generate, prompt, loadtest, train, tokenizer, data, export)
+GROUPS = (cmd_serve, cmd_triton, cmd_generate, cmd_prompt, cmd_loadtest, cmd_train, cmd_tokenizer, cmd_data, cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:

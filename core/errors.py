@@ -1,5 +1,5 @@
 """The one error type. Every layer raises `GlottaError(kind, message, param)`; the gateway maps the kind to an HTTP
-status and a body per API family, and to a gRPC code, from one table (glotta.server.errors); the CLI prints it.
+status and a body per API family, and to a gRPC code, from one table (glotta.server.error_responses); the CLI prints it.
 
 `param` names the field to blame with the engine's neutral names (`prompt`, `max_new_tokens`, `stop`, `add_bos`);
 each API family renames them to its own wire names.

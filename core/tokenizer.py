@@ -1,8 +1,11 @@
-"""The model's byte-level BPE tokenizer (Hugging Face `tokenizers`) and its special tokens, decided here only.
+"""The model's tokenizer (Hugging Face `tokenizers`) and its end tokens, decided here only.
 
-Glotta models use GPT-2's one special token, `<|endoftext|>` (Megatron's EOD): it ends documents in training data,
-stops generation, pads prompts, and is FasterTransformer's / TensorRT-LLM's `end_id`. Its id depends on the
-vocabulary (0 for a tokenizer trained by Glotta, 50256 for GPT-2's), so it is always read from the tokenizer.
+Prompts are encoded as the tokenizer itself encodes them, with the special tokens its own post-processor adds (a
+Llama's `<s>`; nothing for GPT-2's): `encode_prompt`. Pieces of text that are not prompts (a continuation to score,
+training documents) are encoded without them: `encode`. Generation stops at any of the model's end tokens
+(`stop_ids`); the first is Megatron's EOD (`<|endoftext|>` for GPT-2 and Glotta-trained tokenizers: it ends
+documents in training data, is `add_BOS`'s token and FasterTransformer's / TensorRT-LLM's `end_id`). Its id depends on
+the vocabulary, so it is always read from the tokenizer. A model may have no end token at all (`eod_id` None).
 """
 
 from __future__ import annotations
@@ -21,9 +24,8 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
 
 
 class Tokenizer:
-    def __init__(self, path: str | Path, eod_token: str | None = None, bos_token: str | None = None) -> None:
-        """`eod_token`: the end-of-document token's text (default `<|endoftext|>`, GPT-2's and Megatron's);
-        `bos_token`: a token every prompt starts with (Llama-family tokenizers), or None."""
+    def __init__(self, path: str | Path, eos_tokens: tuple[str, ...] | None = (EOD_TOKEN,)) -> None:
+        """`eos_tokens`: the model's end tokens (the first is its end of document), by their text."""
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
@@ -31,16 +33,14 @@ class Tokenizer:
             raise invalid(f"{path}: no tokenizer.json (pass the folder that holds the model's tokenizer)", "tokenizer")
         self.path = path
         self._tok = HFTokenizer.from_file(str(path))
-        eod_token = eod_token or EOD_TOKEN
-        eod = self._tok.token_to_id(eod_token)
-        if eod is None:
-            raise invalid(f"{path}: tokenizer has no {eod_token} token", "tokenizer")
-        self.eod_id: int = eod
-        self.bos_id: int | None = None
-        if bos_token is not None:
-            self.bos_id = self._tok.token_to_id(bos_token)
-            if self.bos_id is None:
-                raise invalid(f"{path}: tokenizer has no {bos_token} token", "tokenizer")
+        ids = []
+        for token in eos_tokens or ():
+            i = self._tok.token_to_id(token)
+            if i is None:
+                raise invalid(f"{path}: tokenizer has no {token} token", "tokenizer")
+            ids.append(i)
+        self.eod_id: int | None = ids[0] if ids else None
+        self.stop_ids: frozenset[int] = frozenset(ids)
         self.vocab_size: int = self._tok.get_vocab_size()
         self._piece_cache: dict[int, str] = {}
         # Megatron hard-codes GPT-2's ids (":" then 198/628 for newlines); ours depend on the vocabulary. A colon token
@@ -49,10 +49,15 @@ class Tokenizer:
         self.colon_ids = frozenset(i for i, p in enumerate(pieces) if p.endswith(":"))
         self.newline_ids = [i for i, p in enumerate(pieces) if "\n" in p]
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text`; `special`: with the special tokens the tokenizer's post-processor adds to a prompt."""
         if len(text) > 256:  # `encode_batch` releases the GIL (`encode` holds it): other threads run meanwhile
-            return self._tok.encode_batch([text], add_special_tokens=False)[0].ids
-        return self._tok.encode(text, add_special_tokens=False).ids
+            return self._tok.encode_batch([text], add_special_tokens=special)[0].ids
+        return self._tok.encode(text, add_special_tokens=special).ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt's ids exactly as the model's own tokenizer gives them (its BOS, if it adds one)."""
+        return self.encode(text, special=True)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from glotta.core.megatron.shape import GPTShape
+from glotta.core.precision import check_precision
 from glotta.core.tokenizer import Tokenizer, copy_tokenizer_files
+from glotta.modeling.megatron_reader import MegatronCheckpoint
+from glotta.modeling.registry import get
 
 # decoder_masked_multihead_attention.cu: `switch (hidden_size_per_head)` (104 is TRT-LLM only).
 FT_HEAD_SIZES = (32, 48, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256)
@@ -29,14 +31,13 @@ class FTExportError(ValueError):
     pass
 
 
-def check_shape(shape: GPTShape, infer_gpus: int) -> None:
+def check_shape(ckpt: MegatronCheckpoint, infer_gpus: int) -> None:
     """Refuse what FasterTransformer's GPT cannot run, before a byte is written."""
-    if shape.family != "gpt2":
-        raise FTExportError(
-            "FasterTransformer's GPT has learned positions, LayerNorm and a GELU MLP: it has no RoPE, RMSNorm, SwiGLU "
-            "or grouped KV heads, so this Llama-family checkpoint cannot run on it. Use `glotta export trtllm` "
-            "(TensorRT-LLM's Llama) for GPUs or `glotta export onnx` for the CPU engine")
-    h, heads = shape.hidden, shape.heads
+    reason = get(ckpt.family).fastertransformer
+    if reason is not None:
+        raise FTExportError(f"{reason}, so this {ckpt.family} checkpoint cannot run on it. Use `glotta export trtllm` "
+                            f"(TensorRT-LLM) for GPUs or `glotta export onnx` for the CPU engine")
+    h, heads = ckpt.architecture.n_embd, ckpt.architecture.n_head
     hn = h // heads
     if h % heads or hn not in FT_HEAD_SIZES:
         raise FTExportError(
@@ -53,9 +54,10 @@ def _suggest(hidden: int, heads: int) -> str:
     return "; ".join(f"{n} heads (head size {hidden // n})" for n in options[:3]) or "a hidden size divisible by 64"
 
 
-def ft_tensors(merged: dict, shape: GPTShape, infer_gpus: int) -> dict[str, np.ndarray]:
+def ft_tensors(ckpt: MegatronCheckpoint, infer_gpus: int) -> dict[str, np.ndarray]:
     """{file name without `.bin`: array} in FT's orientation (fp32; the caller casts)."""
-    h, heads, n = shape.hidden, shape.heads, infer_gpus
+    merged, arch = ckpt.merged, ckpt.architecture
+    h, heads, n = arch.n_embd, arch.n_head, infer_gpus
     hn, local = h // heads, heads // infer_gpus
 
     def a(t) -> np.ndarray:
@@ -65,7 +67,7 @@ def ft_tensors(merged: dict, shape: GPTShape, infer_gpus: int) -> dict[str, np.n
            "model.final_layernorm.weight": a(merged["lnf_w"]), "model.final_layernorm.bias": a(merged["lnf_b"])}
     if "lm_head" in merged and not np.array_equal(a(merged["lm_head"]), out["model.wte"]):
         out["model.lm_head.weight"] = a(merged["lm_head"])
-    for i in range(shape.layers):
+    for i in range(arch.n_layer):
         g = lambda name: a(merged[(i, name)])  # noqa: E731
         p = f"model.layers.{i}."
         out.update({p + "input_layernorm.weight": g("ln1_w"), p + "input_layernorm.bias": g("ln1_b"),
@@ -86,12 +88,14 @@ def ft_tensors(merged: dict, shape: GPTShape, infer_gpus: int) -> dict[str, np.n
     return out
 
 
-def config_ini(shape: GPTShape, infer_gpus: int, weight_data_type: str, ffn: int, end_id: int) -> str:
+def config_ini(ckpt: MegatronCheckpoint, infer_gpus: int, weight_data_type: str, end_id: int) -> str:
+    arch = ckpt.architecture
     cfg = configparser.ConfigParser()
     cfg["gpt"] = {
-        "model_name": "gpt", "head_num": str(shape.heads), "size_per_head": str(shape.head_size),
-        "inter_size": str(ffn), "num_layer": str(shape.layers), "max_pos_seq_len": str(shape.positions),
-        "vocab_size": str(shape.vocab), "has_adapters": "False", "adapter_inter_size": "0",
+        "model_name": "gpt", "head_num": str(arch.n_head), "size_per_head": str(arch.d_head),
+        "inter_size": str(arch.intermediate_size), "num_layer": str(arch.n_layer),
+        "max_pos_seq_len": str(arch.n_positions), "vocab_size": str(arch.vocab_size), "has_adapters": "False",
+        "adapter_inter_size": "0",
         "layernorm_eps": "1e-05", "start_id": str(end_id), "end_id": str(end_id),
         "weight_data_type": weight_data_type, "tensor_para_size": str(infer_gpus),
         "layernorm_type": "pre_layernorm", "activation_type": "Gelu", "has_positional_encoding": "True",
@@ -104,13 +108,13 @@ def config_ini(shape: GPTShape, infer_gpus: int, weight_data_type: str, ffn: int
         return f.read()
 
 
-def write(merged: dict, shape: GPTShape, out: str | Path, infer_gpus: int, tokenizer_dir: str | Path,
+def write(ckpt: MegatronCheckpoint, out: str | Path, infer_gpus: int, tokenizer_dir: str | Path,
           weight_data_type: str = "fp16") -> Path:
     """Write `out/<N>-gpu/`; built in a temporary sibling and renamed, so an interrupted export leaves nothing.
     `end_id` (and start_id) is the tokenizer's EOD: never guessed from the vocabulary size."""
     end_id = Tokenizer(tokenizer_dir).eod_id
 
-    check_shape(shape, infer_gpus)
+    check_shape(ckpt, infer_gpus)
     if weight_data_type not in DTYPES:
         raise FTExportError(f"--weight-data-type must be one of {sorted(DTYPES)}")
     out = Path(out)
@@ -121,10 +125,10 @@ def write(merged: dict, shape: GPTShape, out: str | Path, infer_gpus: int, token
     tmp = Path(tempfile.mkdtemp(prefix=f".{infer_gpus}-gpu.", dir=out))
     try:
         dtype = DTYPES[weight_data_type]
-        for name, arr in ft_tensors(merged, shape, infer_gpus).items():
+        for name, arr in ft_tensors(ckpt, infer_gpus).items():
             np.ascontiguousarray(arr.astype(dtype)).tofile(tmp / f"{name}.bin")
-        (tmp / "config.ini").write_text(config_ini(shape, infer_gpus, weight_data_type, shape.ffn, end_id))
-        args = vars(shape.args) if shape.args is not None else {}  # as FT's converter writes it: `key:value`, in order
+        (tmp / "config.ini").write_text(config_ini(ckpt, infer_gpus, weight_data_type, end_id))
+        args = vars(ckpt.args) if ckpt.args is not None else {}  # as FT's converter writes it: `key:value`, in order
         (tmp / "args.txt").write_text("".join(f"{k}:{v}\n" for k, v in args.items()))
         copy_tokenizer_files(tokenizer_dir, tmp, ("vocab.json", "merges.txt"))
         os.replace(tmp, target)
@@ -140,3 +144,29 @@ def read_back(folder: str | Path, name: str, shape: tuple[int, ...]) -> np.ndarr
     cfg = configparser.ConfigParser()
     cfg.read(folder / "config.ini")
     return np.fromfile(folder / f"{name}.bin", dtype=DTYPES[cfg["gpt"]["weight_data_type"]]).reshape(shape)
+
+
+PRECISIONS = ("fp32", "fp16", "int8")  # int8: fp16 weights that FasterTransformer quantizes at load (its int8_mode 1)
+
+
+def export_fastertransformer(source: str | Path, output: str | Path, tokenizer: str | Path | None = None,
+                             infer_gpus: int = 1, precision: str = "fp16", triton: bool = False,
+                             visible_gpus: int | None = None) -> tuple[Path, MegatronCheckpoint]:
+    """`OUTPUT/N-gpu/` exactly as megatron_ckpt_convert.py writes it; with `triton`, OUTPUT is a Triton model folder
+    (weights in OUTPUT/1/N-gpu, the fastertransformer config.pbtxt beside). Returns the weights folder."""
+    from glotta.server.triton.config_writers.engines import engine_config
+
+    from .tokenizer_source import read_checkpoint, tokenizer_dir
+
+    check_precision(precision, PRECISIONS)
+    out = Path(output)
+    tok = tokenizer_dir(source, tokenizer)
+    ckpt = read_checkpoint(source, tok)
+    check_shape(ckpt, infer_gpus)  # before anything is written
+    data_type = "fp32" if precision == "fp32" else "fp16"
+    folder = write(ckpt, out / "1" if triton else out, infer_gpus, tok, data_type)
+    if triton:
+        overrides = {"tensor_para_size": str(infer_gpus), "data_type": data_type,
+                     "int8_mode": "1" if precision == "int8" else "0"}
+        (out / "config.pbtxt").write_text(engine_config(out.name, "fastertransformer", overrides, visible_gpus))
+    return folder, ckpt

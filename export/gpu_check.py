@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", help="folder for the ONNX variants and plans (default: a temporary one)")
     a = ap.parse_args(argv)
     from glotta.export.sparsity import sparsify_onnx, verify_path
-    from glotta.server.engine.engine_graph import engine_graph
+    from glotta.modeling.engine_graph import engine_graph
 
     from . import tensorrt as trt_export
     from .tensorrt import calibration_ids
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     median = lambda f: statistics.median(f() for _ in range(a.repeats))  # noqa: E731
     rows: dict[str, dict[int, float]] = {}
-    engines = {"CPU engine fp32": engine_graph(model), "CPU engine INT8": engine_graph(model, int8=True)}
+    engines = {"CPU engine fp32": engine_graph(model), "CPU engine INT8": engine_graph(model, "int8")}
     for label, path in engines.items():
         rows[label] = {b: median(lambda: cpu_tokens_per_s(path, _prompt_ids(model, b), a.tokens)) for b in batches}
         print(label, json.dumps(rows[label]), flush=True)

@@ -20,10 +20,13 @@ REQUESTS = {"greedy": dict(temperature=0.0), "sampled (seed 7, T 0.8)": dict(tem
 
 
 def _trtllm_engine(hf, tok: Path, repo: Path, work: Path) -> None:
+    from glotta.modeling.registry import for_hf_config
+
     from .trtllm import TrtllmPlan, script
 
-    plan = TrtllmPlan(work / "hf-gpt2", work / "trtllm-checkpoint", repo / "glotta-fr-trtllm-engine" / "1",
-                      max_batch=8, max_input_len=128, max_seq_len=256)
+    family = for_hf_config(hf.config.to_dict())
+    plan = TrtllmPlan(work / f"hf-{family.name}", work / "trtllm-checkpoint", repo / "glotta-fr-trtllm-engine" / "1",
+                      family.trtllm, max_batch=8, max_input_len=128, max_seq_len=256)
     hf.save_pretrained(plan.hf_dir, safe_serialization=True)
     copy_tokenizer_files(tok, plan.hf_dir)
     (work / "build.sh").write_text(script(plan))
@@ -31,8 +34,8 @@ def _trtllm_engine(hf, tok: Path, repo: Path, work: Path) -> None:
 
 
 def _ft_weights(hf, tok: Path, repo: Path, work: Path) -> None:
-    from glotta.core.megatron import checkpoint
-    from glotta.core.megatron.reader import read
+    from glotta.modeling.megatron_hf import save_checkpoint
+    from glotta.modeling.megatron_reader import read
 
     from . import fastertransformer as ft
 
@@ -40,15 +43,14 @@ def _ft_weights(hf, tok: Path, repo: Path, work: Path) -> None:
     args = argparse.Namespace(num_layers=cfg.n_layer, hidden_size=cfg.n_embd, num_attention_heads=cfg.n_head,
                               padded_vocab_size=cfg.vocab_size, max_position_embeddings=cfg.n_positions,
                               tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
-    checkpoint.save(work / "megatron", 1, hf, args, {}, {}, {})
-    merged, shape = read(work / "megatron")
-    ft.write(merged, shape, repo / "glotta-fr-ft-engine" / "1", 1, tok)
+    save_checkpoint(work / "megatron", 1, hf, args, {}, {}, {})
+    ft.write(read(work / "megatron"), repo / "glotta-fr-ft-engine" / "1", 1, tok)
 
 
 async def _ask(repo: Path, ensemble: str, url: str) -> dict[str, str]:
-    from glotta.server.engine.protocol import GenerationRequest, SamplingParams
-    from glotta.server.engine.triton_engine import TritonEngine
+    from glotta.server.engine.interface import GenerationRequest, SamplingParams
     from glotta.server.generation import collect
+    from glotta.server.triton.triton_engine import TritonEngine
 
     engine = TritonEngine(url, repo / ensemble)
     await engine.start()

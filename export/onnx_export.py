@@ -125,16 +125,16 @@ def hf_from_onnx(model_dir: str | Path):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from glotta.core.model_folder import ModelFolder
+    from glotta.modeling.model_folder import ModelFolder
 
     folder = ModelFolder.open(model_dir)
-    meta, eod = folder.meta, folder.tokenizer().eod_id
+    arch, eod = folder.spec.architecture, folder.tokenizer().eod_id
     cfg = GPT2Config(
-        vocab_size=meta["vocab_size"],
-        n_positions=meta["n_positions"],
-        n_embd=meta["n_embd"],
-        n_layer=meta["n_layer"],
-        n_head=meta["n_head"],
+        vocab_size=arch.vocab_size,
+        n_positions=arch.n_positions,
+        n_embd=arch.n_embd,
+        n_layer=arch.n_layer,
+        n_head=arch.n_head,
         bos_token_id=eod,
         eos_token_id=eod,
         tie_word_embeddings=True,

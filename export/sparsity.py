@@ -138,9 +138,9 @@ def verify_path(path: str | Path) -> SparsityReport:
                 if zp is not None:
                     zps[name] = float(np.asarray(numpy_helper.to_array(zp)).mean())
         return check(arrays, zps)
-    from glotta.core.megatron.reader import read
+    from glotta.modeling.megatron_reader import read
 
-    merged, shape = read(path)
+    merged = read(path).merged
     arrays = {f"layers.{k[0]}.{k[1]}": (v.float().numpy(), 1) for k, v in merged.items()
               if isinstance(k, tuple) and k[1] in ("qkv_w", "proj_w", "fc1_w", "fc2_w")}
     return check(arrays)
@@ -151,10 +151,45 @@ def perplexity(model, prefix: str | Path, seq: int, max_samples: int = 64) -> fl
     import math
 
     from glotta.core.megatron.indexed import MegatronDataset
-    from glotta.training.local_trainer import mean_loss, samples_of
+    from glotta.modeling.perplexity import mean_loss, samples_of
 
     ds = MegatronDataset(prefix)
     samples = samples_of(ds, range(len(ds)), seq, max_samples)
     if not len(samples):
         raise ValueError(f"{prefix}: fewer than {seq + 1} tokens")
     return math.exp(mean_loss(model, samples))
+
+
+@dataclass
+class SparsifyReport:
+    pruned: int  # matrices pruned 2:4
+    check: SparsityReport
+    perplexity_before: float | None
+    perplexity_after: float | None
+
+
+def sparsify_checkpoint(source: str | Path, output: str | Path, data_path: str | Path | None = None,
+                        seq_length: int = 2048) -> SparsifyReport:
+    """Prune every transformer matrix of a checkpoint 2:4 by magnitude (embeddings and the tied output stay dense),
+    write the pruned checkpoint, and measure the validation perplexity before and after on `data_path`."""
+    import argparse
+
+    from glotta.core.errors import invalid
+    from glotta.modeling.megatron_hf import save_checkpoint, to_hf
+    from glotta.modeling.megatron_reader import read
+    from glotta.modeling.registry import get
+
+    ckpt = read(source)
+    if get(ckpt.family).fastertransformer is not None:
+        raise invalid(f"2:4 sparsity serves the FasterTransformer / TensorRT GPT path, which this {ckpt.family} "
+                      "checkpoint cannot take", "source")
+    model = to_hf(ckpt)
+    before = perplexity(model, data_path, seq_length) if data_path else None
+    pruned = sparsify_hf(model)
+    after = perplexity(model, data_path, seq_length) if data_path else None
+    a = ckpt.architecture
+    args = argparse.Namespace(num_layers=a.n_layer, hidden_size=a.n_embd, num_attention_heads=a.n_head,
+                              padded_vocab_size=a.vocab_size, max_position_embeddings=a.n_positions,
+                              tensor_model_parallel_size=1, pipeline_model_parallel_size=1, sparsity="2:4")
+    save_checkpoint(output, 1, model, args, {}, {}, {})
+    return SparsifyReport(pruned, check(hf_matrices(model)), before, after)

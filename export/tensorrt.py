@@ -9,7 +9,6 @@ prompts), because TensorRT 10 deprecates implicit calibrators.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -161,11 +160,44 @@ def _CapturingLogger(trt):  # noqa: N802 - a factory: tensorrt's ILogger base cl
 
 
 def calibration_ids(tokenizer: Path) -> list[list[int]]:
-    """Token ids of the shipped load-test prompts, the calibration set for INT8."""
-    from importlib.resources import files
-
+    """Token ids of Glotta's shipped sample prompts, the calibration set for INT8."""
+    from glotta.core.sample_texts import sample_prompts
     from glotta.core.tokenizer import Tokenizer
 
-    tok = Tokenizer(tokenizer)
-    prompts = files("glotta.loadtests").joinpath("prompts.jsonl").read_text().splitlines()
-    return [tok.encode(json.loads(line)["prompt"]) for line in prompts if line.strip()]
+    tok = Tokenizer(tokenizer, None)
+    return [tok.encode_prompt(p["prompt"]) for p in sample_prompts()]
+
+
+PRECISIONS = ("fp32", "fp16", "int8", "fp16-sparse", "int8-sparse")
+
+
+def export_tensorrt(source: str | Path, output: str | Path, tokenizer: str | Path | None = None,
+                    precision: str = "fp16", max_batch: int = 16, max_seq: int = 256) -> dict:
+    """A served model folder (its 1/model.onnx) or an ONNX file → a TensorRT plan: FP16, explicit INT8 (Q/DQ
+    calibrated on CPU), 2:4 SPARSE_WEIGHTS (the ONNX pruned first if it is not 2:4). Returns the build's report,
+    with the steps taken (`steps`)."""
+    from glotta.core.errors import invalid
+    from glotta.core.precision import base, check_precision, is_sparse
+
+    from .sparsity import sparsify_onnx, verify_path
+
+    check_precision(precision, PRECISIONS)
+    src = Path(source)
+    onnx_path = src / "1" / "model.onnx" if src.is_dir() else src
+    if not onnx_path.is_file():
+        raise invalid(f"{onnx_path}: no such ONNX file", "source")
+    require_tensorrt()
+    work = Path(output).with_suffix(".work")
+    work.mkdir(parents=True, exist_ok=True)
+    steps = []
+    if is_sparse(precision) and not verify_path(onnx_path).ok:
+        n = sparsify_onnx(onnx_path, work / "sparse.onnx")
+        steps.append(f"pruned {n} matrices 2:4 (magnitude, along the reduction dimension) → {work / 'sparse.onnx'}")
+        onnx_path = work / "sparse.onnx"
+    int8 = base(precision) == "int8"
+    if int8:
+        onnx_path = quantize_qdq(onnx_path, work / "qdq.onnx", calibration_ids(Path(tokenizer or src)))
+        steps.append(f"explicit INT8 (Q/DQ, symmetric, per-channel weights) → {onnx_path}")
+    info = build_engine(onnx_path, output, fp16=base(precision) != "fp32", int8=int8, sparse=is_sparse(precision),
+                        max_batch=max_batch, max_seq=max_seq)
+    return {**info, "steps": steps}

@@ -23,16 +23,20 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from glotta.core.megatron.shape import GPTShape
+from glotta.core.precision import base, check_precision, is_sparse
+from glotta.modeling.megatron_reader import MegatronCheckpoint
+from glotta.modeling.registry import TrtllmRecipe, get
 
 # decoderMaskedMultiheadAttention.cu: MMHA_SUPPORTED_HEAD_SIZES
 TRTLLM_HEAD_SIZES = (32, 48, 64, 80, 96, 104, 112, 128, 144, 160, 192, 224, 256)
+PRECISIONS = ("fp16", "bf16", "int8", "int4", "fp16-sparse", "int8-sparse")
+# the quantization flags of each precision (int8 and int4: weight-only; SmoothQuant is int8 with --smoothquant)
 QUANT_FLAGS = {
-    "fp16": [],
-    "int8-wo": ["--use_weight_only", "--weight_only_precision", "int8"],
-    "int4-wo": ["--use_weight_only", "--weight_only_precision", "int4"],
-    "smoothquant": ["--smoothquant", "0.5", "--per_channel", "--per_token"],
+    "fp16": [], "bf16": [],
+    "int8": ["--use_weight_only", "--weight_only_precision", "int8"],
+    "int4": ["--use_weight_only", "--weight_only_precision", "int4"],
 }
+SMOOTHQUANT_FLAGS = ["--smoothquant", "0.5", "--per_channel", "--per_token"]
 
 
 @dataclass
@@ -40,25 +44,25 @@ class TrtllmPlan:
     hf_dir: Path
     checkpoint_dir: Path
     engine_dir: Path
+    recipe: TrtllmRecipe  # the family's TensorRT-LLM class, example folder and flags
     tp: int = 1
-    quant: str = "fp16"
-    sparse: bool = False
+    precision: str = "fp16"
+    smoothquant: bool = False
     max_batch: int = 64
     max_input_len: int = 1024
     max_seq_len: int = 2048
     tokens_per_block: int = 64
     int8_kv_cache: bool = False
     calib_dataset: str | None = None  # a local JSONL(.gz) of texts (`text` field) for calibration
-    family: str = "gpt2"  # gpt2 | llama: which TensorRT-LLM example converts it
 
     @property
     def example(self) -> str:
-        return "gpt" if self.family == "gpt2" else "llama"
+        return self.recipe.example
 
     @property
     def calibrates(self) -> bool:
         """TRT-LLM calibrates activations for SmoothQuant and for the INT8 KV cache."""
-        return self.quant == "smoothquant" or self.int8_kv_cache
+        return self.smoothquant or self.int8_kv_cache
 
     @property
     def calib_dir(self) -> Path:
@@ -66,18 +70,20 @@ class TrtllmPlan:
         return self.hf_dir.parent / "calib" / "lambada"
 
 
-def validate(plan: TrtllmPlan, shape: GPTShape) -> None:
+def validate(plan: TrtllmPlan, ckpt: MegatronCheckpoint) -> None:
     """Refuse what the TensorRT-LLM GPT path cannot build or run, with the reason."""
-    h, heads = shape.hidden, shape.heads
+    arch = ckpt.architecture
+    h, heads = arch.n_embd, arch.n_head
     if h % heads or h // heads not in TRTLLM_HEAD_SIZES:
         raise ValueError(f"head size {h}/{heads} = {h / heads:g} is not supported by TensorRT-LLM's masked multi-head "
                          f"attention (supported: {', '.join(map(str, TRTLLM_HEAD_SIZES))})")
-    if plan.quant not in QUANT_FLAGS:
-        raise ValueError(f"--quant must be one of {', '.join(QUANT_FLAGS)}")
+    check_precision(plan.precision, PRECISIONS)
+    if plan.smoothquant and base(plan.precision) != "int8":
+        raise ValueError("--smoothquant is an INT8 method: use it with --precision int8")
     if heads % plan.tp:
         raise ValueError(f"{heads} heads cannot be split over --tp {plan.tp}")
-    if plan.max_seq_len > shape.positions:
-        raise ValueError(f"--max-seq-len {plan.max_seq_len} exceeds the model's {shape.positions} positions")
+    if plan.max_seq_len > arch.n_positions:
+        raise ValueError(f"--max-seq-len {plan.max_seq_len} exceeds the model's {arch.n_positions} positions")
     if plan.max_input_len >= plan.max_seq_len:
         raise ValueError("--max-input-len must be below --max-seq-len (room to generate)")
     if plan.calibrates and not plan.calib_dataset:
@@ -110,10 +116,10 @@ def write_calibration(plan: TrtllmPlan, limit: int = 512) -> int:
 
 
 def commands(plan: TrtllmPlan) -> list[list[str]]:
-    variant = ["--gpt_variant", "gpt2"] if plan.family == "gpt2" else []
-    convert = ["python3", "${EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir), *variant,
-               "--dtype", "float16", "--tp_size", str(plan.tp), "--output_dir", str(plan.checkpoint_dir),
-               *QUANT_FLAGS[plan.quant]]
+    quant = SMOOTHQUANT_FLAGS if plan.smoothquant else QUANT_FLAGS[base(plan.precision)]
+    dtype = "bfloat16" if base(plan.precision) == "bf16" else "float16"
+    convert = ["python3", "${EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir), *plan.recipe.convert_flags,
+               "--dtype", dtype, "--tp_size", str(plan.tp), "--output_dir", str(plan.checkpoint_dir), *quant]
     if plan.int8_kv_cache:
         convert.append("--int8_kv_cache")
     if plan.calibrates:
@@ -124,7 +130,7 @@ def commands(plan: TrtllmPlan) -> list[list[str]]:
              "--remove_input_padding", "enable", "--kv_cache_type", "paged", "--tokens_per_block",
              str(plan.tokens_per_block), "--max_batch_size", str(plan.max_batch), "--max_input_len",
              str(plan.max_input_len), "--max_seq_len", str(plan.max_seq_len)]
-    if plan.sparse:
+    if is_sparse(plan.precision):
         build.append("--weight_sparsity")
     return [convert, build]
 
@@ -148,3 +154,34 @@ def script(plan: TrtllmPlan) -> str:
         # the example path keeps its ${...} default unquoted so the shell expands it
         lines.append(" ".join(c if c.startswith("${") else shlex.quote(c) for c in cmd))
     return "\n".join(lines) + "\n"
+
+
+def plan_for(ckpt: MegatronCheckpoint, output: Path, engine_dir: Path | None = None, **options) -> TrtllmPlan:
+    """The build plan of a checkpoint: its family's TensorRT-LLM class and the Hugging Face folder to convert."""
+    # TRT-LLM v0.14 guesses a GPT's variant from the folder's name, hence hf-<family> (hf-gpt2; the family's
+    # convert flags say it explicitly too)
+    return TrtllmPlan(hf_dir=output / f"hf-{ckpt.family}", checkpoint_dir=output / "trtllm-checkpoint",
+                      engine_dir=engine_dir or output / "engine", recipe=get(ckpt.family).trtllm, **options)
+
+
+def export_trtllm(source: str | Path, output: str | Path, tokenizer: str | Path | None = None,
+                  engine_dir: str | Path | None = None, **options) -> TrtllmPlan:
+    """The Hugging Face folder, the calibration texts (when the build calibrates) and `build.sh`."""
+    from glotta.core.tokenizer import copy_tokenizer_files
+    from glotta.modeling.megatron_hf import to_hf
+
+    from .tokenizer_source import read_checkpoint, tokenizer_dir
+
+    out = Path(output)
+    tok = tokenizer_dir(source, tokenizer)
+    ckpt = read_checkpoint(source, tok)
+    plan = plan_for(ckpt, out, Path(engine_dir) if engine_dir else None, **options)
+    validate(plan, ckpt)
+    to_hf(ckpt, tok).save_pretrained(plan.hf_dir, safe_serialization=True)  # eos/bos: TRT-LLM's end_id
+    if plan.calibrates:
+        write_calibration(plan)
+    copy_tokenizer_files(tok, plan.hf_dir)
+    build = out / "build.sh"
+    build.write_text(script(plan))
+    build.chmod(0o755)
+    return plan

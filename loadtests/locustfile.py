@@ -23,7 +23,9 @@ from pathlib import Path
 import gevent
 from locust import HttpUser, between, events, task
 
-PROMPTS = [json.loads(line) for line in (Path(__file__).parent / "prompts.jsonl").read_text("utf-8").splitlines()]
+from glotta.core.sample_texts import sample_prompts
+
+PROMPTS = sample_prompts()
 MAX_TOKENS = [int(x) for x in os.environ.get("GLOTTA_MAX_TOKENS", "16,32,64").split(",")]
 MAX_REQUESTS = int(os.environ.get("GLOTTA_MAX_REQUESTS", "100000"))
 MODEL_BY_LANG = dict(p.split("=", 1) for p in os.environ.get("GLOTTA_MODELS", "").split(",") if "=" in p)

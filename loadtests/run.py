@@ -24,12 +24,12 @@ import httpx
 from glotta.clients.local_gateway import LocalGateway
 from glotta.core.net import free_port_block
 
-from .report import render_report
+from .loadtest_report import duration_seconds, render_report
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # scenario → user class of the locustfile (not imported here: importing locust monkey-patches the process)
 SCENARIOS = {"api": "ApiUser", "completions": "CompletionsUser", "stream": "StreamUser", "templates": "TemplateUser"}
-VARIANTS = {"fp32": [], "int8": ["--int8"], "triton": ["--engine", "triton"]}
+VARIANTS = {"fp32": [], "int8": ["--precision", "int8"], "triton": ["--engine", "triton"]}
 
 
 @dataclass
@@ -99,7 +99,7 @@ def run_level(target: Target, scenario: str, users: int, duration: str, out: Pat
            "--run-time", duration, "--host", target.url, "--csv", str(prefix), "--only-summary",
            "--stop-timeout", "10", "--loglevel", "WARNING", SCENARIOS[scenario]]
     t0 = time.time()
-    seconds = _seconds(duration)
+    seconds = duration_seconds(duration)
     subprocess.run(cmd, env=env, check=False, timeout=seconds + 120, capture_output=True)
     elapsed = time.time() - t0
     after = scrape(target.url)
@@ -110,19 +110,12 @@ def run_level(target: Target, scenario: str, users: int, duration: str, out: Pat
             "stopped_by": stopped_by, "server": delta}
 
 
-def _seconds(duration: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", duration.strip())
-    if not m:
-        raise ValueError(f"--duration takes 30s, 2m or 1h, not {duration!r}")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
-
-
 def run(targets: list[str], variants: list[str], users: list[int], duration: str, scenario: str, output: Path,
         max_requests: int = 20000, models: list[str] | None = None, allow_remote: bool = False,
         progress=print) -> Path:
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r} (choose from {sorted(SCENARIOS)})")
-    _seconds(duration)
+    duration_seconds(duration)
     models = models or ["glotta-fr-tiny", "glotta-es-tiny"]
     by_lang = {m.split("-")[1]: m for m in models if m.count("-") >= 2}
     for url in targets:

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from glotta.core.errors import ErrorKind, GlottaError
 
-from . import errors, metrics, openapi
+from . import error_responses as errors
+from . import metrics, openapi
 from .auth import ApiKeys
 from .entrypoints import docs, health
 from .entrypoints.megatron.api_router import router as megatron_router

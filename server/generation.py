@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from . import metrics
-from .engine.protocol import Chunk, Engine, GenerationRequest
+from .engine.interface import Chunk, Engine, GenerationRequest
 
 
 @dataclass

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 
 from glotta.core.errors import ErrorKind, GlottaError, invalid
 
-from .engine.protocol import Chunk, Engine, GenerationRequest
+from .engine.interface import Chunk, Engine, GenerationRequest
 
 REJECTED = Counter("glotta_rejected_requests_total", "Generation requests refused", ["model", "reason"])
 

@@ -28,7 +28,8 @@ import uuid
 
 from glotta.core.errors import ErrorKind, GlottaError
 
-from . import errors, metrics
+from . import error_responses as errors
+from . import metrics
 from .auth import ApiKeys
 from .entrypoints.wire_types import body_may_hold_surrogates, may_hold_surrogates
 

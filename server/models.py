@@ -1,10 +1,10 @@
-"""The models a gateway serves, each behind one engine (folders are found by glotta.core.model_folder)."""
+"""The models a gateway serves, each behind one engine (folders are found by glotta.modeling.model_folder)."""
 
 from __future__ import annotations
 
 from glotta.core.errors import not_found
 
-from .engine.protocol import Engine
+from .engine.interface import Engine
 
 DEFAULT_MODELS = ("glotta-fr-tiny", "glotta-es-tiny")
 

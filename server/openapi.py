@@ -9,7 +9,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from .auth import ApiKeys
-from .errors import family
+from .error_responses import family
 
 
 class OpenAIErrorDetail(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -83,6 +82,16 @@ def http(gateway) -> httpx.Client:
         yield c
 
 
+def write_spec(out: Path, family: str, hf_config: dict, weights: str = "exchange", **tokenizer) -> None:
+    """glotta.json for a test model, through the family's own reading of its Hugging Face config."""
+    from glotta.modeling.registry import get
+    from glotta.modeling.spec import ModelSpec, TokenizerSpec
+
+    arch = get(family).from_hf_config(hf_config)
+    ModelSpec(name=out.name, family=family, architecture=arch, weights=weights,
+              tokenizer=TokenizerSpec(**tokenizer)).write(out)
+
+
 def build_test_model(out: Path, eod_always: bool = False, seed: int = 0, always: str | None = None):
     """A small random GPT-2 exported the way shipped models are, with the shipped French tokenizer.
 
@@ -112,8 +121,7 @@ def build_test_model(out: Path, eod_always: bool = False, seed: int = 0, always:
             model.transformer.wte.weight[token] = model.transformer.ln_f.bias * 10
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / FR / "tokenizer.json", out / "tokenizer.json")
-    meta = {"name": out.name, "n_positions": cfg.n_positions, "vocab_size": cfg.vocab_size}
-    (out / "glotta.json").write_text(json.dumps(meta))
+    write_spec(out, "gpt2", cfg.to_dict())
     export_gpt2_onnx(model, out / "1" / "model.onnx")
     return model, tok
 
@@ -143,7 +151,7 @@ def engine_greedy(engine, prompts: list[str], n: int) -> list[tuple[list[int], l
     """(greedy ids, prompt log-probs) of each prompt, all at once through one embedded engine (started, stopped)."""
     import asyncio
 
-    from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
+    from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
 
     async def run():
         await engine.start()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from glotta.core.megatron import checkpoint
+from glotta.modeling.megatron_hf import save_checkpoint
 from glotta.training.local_trainer import build_model, megatron_args
 from glotta.training.megatron_config import TrainConfig
 
@@ -27,5 +27,5 @@ def golden_checkpoint(save: Path) -> Path:
         for i, p in enumerate(model.parameters()):
             k = torch.arange(p.numel(), dtype=torch.int64)
             p.copy_((((k * 37 + i * 101) % 997 - 498).to(torch.float32) / 4096).reshape(p.shape))
-    checkpoint.save(save, 1, model, megatron_args(CFG, 1), {}, {}, {})
+    save_checkpoint(save, 1, model, megatron_args(CFG, 1), {}, {}, {})
     return save

@@ -34,7 +34,7 @@ def test_export_target_help_lists_only_its_options():
         assert other not in r.stdout, other
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "trtllm", "--help"], capture_output=True,
                        text=True, timeout=60)
-    assert "--quant" in r.stdout and "--infer-gpus" not in r.stdout
+    assert "--smoothquant" in r.stdout and "--infer-gpus" not in r.stdout
 
 
 def test_missing_required_option_is_a_usage_error():

@@ -22,7 +22,8 @@ def test_demo_recipe_end_to_end(tmp_path, capsys):
     demo_models.main(["--input", str(tmp_path / "fr.jsonl.gz"), "--lang", "fr", "--output", str(out), "--work",
                       str(tmp_path / "work"), "--train-samples", "24", "--vocab-size", "400",
                       "--valid-fraction", "0.2"])
-    meta = json.loads((out / "glotta.json").read_text())
+    spec = json.loads((out / "glotta.json").read_text())
+    meta = {**spec["card"], "vocab_size": spec["architecture"]["vocab_size"]}
     stages = meta["data_preparation"]["stages"]
     assert stages["clean"]["removed"] == {"too_short": 1} and stages["dedup"]["removed"] == {"exact_duplicate": 1}
     assert meta["train_documents"] + meta["valid_documents"] == 81 - 1 and meta["valid_documents"] > 0
@@ -32,12 +33,11 @@ def test_demo_recipe_end_to_end(tmp_path, capsys):
         assert (out / name).is_file(), name
     assert f"**{meta['valid_perplexity']}**" in (out / "README.md").read_text()
     # the served ONNX holds the checkpoint's weights (fp16-rounded)
-    from glotta.core.megatron.hf import to_hf
-    from glotta.core.megatron.reader import read
+    from glotta.modeling.megatron_hf import to_hf
+    from glotta.modeling.megatron_reader import read
     from glotta.server.engine.onnx_model import OnnxCausalLM
 
-    merged, shape = read(tmp_path / "work" / "checkpoints", meta["vocab_size"])
-    model = to_hf(merged, shape)
+    model = to_hf(read(tmp_path / "work" / "checkpoints", meta["vocab_size"]))
     ids = [5, 60, 200, 17, 3]
     with torch.no_grad():
         for p in model.parameters():
@@ -52,7 +52,7 @@ def test_demo_recipe_end_to_end(tmp_path, capsys):
     demo_models.main(["--input", str(tmp_path / "fr.jsonl.gz"), "--lang", "fr", "--output", str(out), "--work",
                       str(tmp_path / "work"), "--train-samples", "24", "--vocab-size", "400",
                       "--valid-fraction", "0.2"])
-    assert json.loads((out / "glotta.json").read_text())["valid_perplexity"] == meta["valid_perplexity"]
+    assert json.loads((out / "glotta.json").read_text())["card"]["valid_perplexity"] == meta["valid_perplexity"]
     said = capsys.readouterr().out
     for step in ("$ glotta data prepare", "$ glotta tokenizer train", "$ glotta data convert"):
         assert step not in said, step

@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import torch
 
+from glotta.modeling.engine_graph import engine_graph
 from glotta.server.engine.decoder_session import DecoderSession
-from glotta.server.engine.engine_graph import engine_graph
+from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
 from glotta.server.engine.onnx_engine import OnnxEngine
-from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
-from .conftest import FR, REPO, assert_hf_parity, build_test_model
+from .conftest import FR, REPO, assert_hf_parity, build_test_model, write_spec
 
 PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
 
@@ -100,13 +100,13 @@ def test_fused_graph_is_small_and_writes_the_cache_in_place(tmp_path, test_model
 def test_int8_graph_quantizes_every_matmul(tmp_path, test_model, monkeypatch):
     path, _, _ = test_model
     monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
-    q = engine_graph(path, int8=True)
-    assert q.is_relative_to(tmp_path / "cache") and engine_graph(path, int8=True) == q  # cached
+    q = engine_graph(path, precision="int8")
+    assert q.is_relative_to(tmp_path / "cache") and engine_graph(path, precision="int8") == q  # cached
     ops = [n.op_type for n in onnx.load(str(q)).graph.node]
     assert "MatMul" not in ops and ops.count("DynamicQuantizeMatMul") == 4 * 2 + 1  # 4 per layer and the head
     # agreement is measured on trained weights (the shipped model): a random model's near-ties make it meaningless
     shipped = REPO / FR
-    int8 = asyncio.run(_run(OnnxEngine(shipped, threads=1, int8=True), PROMPTS, 20))
+    int8 = asyncio.run(_run(OnnxEngine(shipped, threads=1, precision="int8"), PROMPTS, 20))
     fp32 = asyncio.run(_run(OnnxEngine(shipped, threads=1), PROMPTS, 20))
     agree = sum(a == b for (x, _), (y, _) in zip(int8, fp32) for a, b in zip(x, y))
     assert agree >= 0.75 * 20 * len(PROMPTS), f"INT8 agrees on only {agree} tokens"
@@ -123,9 +123,7 @@ def test_hf_model_rebuilt_from_the_onnx_engine(tmp_path, test_model):
     out = tmp_path / "m"
     export_gpt2_onnx(model, out / "1" / "model.onnx")
     cfg = model.config
-    meta = {"vocab_size": cfg.vocab_size, "n_positions": cfg.n_positions, "n_embd": cfg.n_embd,
-            "n_layer": cfg.n_layer, "n_head": cfg.n_head}
-    (out / "glotta.json").write_text(__import__("json").dumps(meta))
+    write_spec(out, "gpt2", cfg.to_dict())
     shutil.copy(REPO / FR / "tokenizer.json", out / "tokenizer.json")  # the folder's EOD comes from its tokenizer
     rebuilt = hf_from_onnx(out)
     ids = torch.tensor([tok.encode("Le noyau Linux démarre")])

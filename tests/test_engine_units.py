@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from glotta.core.tokenizer import Tokenizer
-from glotta.server.engine.protocol import SamplingParams, StopConditions
+from glotta.server.engine.interface import SamplingParams, StopConditions
 from glotta.server.engine.sampling import Sampler, log_softmax, top_logprobs
 from glotta.server.engine.stopping import TextStopper
-from glotta.server.engine.tokenizer import IncrementalDetokenizer
+from glotta.server.engine.text_io import IncrementalDetokenizer
 
 from .conftest import FR, REPO
 

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from glotta.core.errors import ErrorKind, GlottaError
-from glotta.server import errors
+from glotta.server import error_responses as errors
 
 
 def test_non_utf8_body_on_api_is_megatrons_shape(http):

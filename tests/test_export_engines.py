@@ -17,20 +17,21 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from glotta.core.megatron import checkpoint as ckpt
-from glotta.core.megatron.reader import read
-from glotta.core.megatron.shape import GPTShape
 from glotta.core.tokenizer import Tokenizer
 from glotta.export import fastertransformer as ft
 from glotta.export.sparsity import verify_path
 from glotta.export.tensorrt import profiles, quantize_qdq
 from glotta.export.trtllm import TrtllmPlan, commands, validate
+from glotta.modeling.megatron_hf import megatron_state, save_checkpoint
+from glotta.modeling.megatron_reader import MegatronCheckpoint, read
+from glotta.modeling.registry import get
 from glotta.training.local_trainer import build_model
 from glotta.training.megatron_config import TrainConfig
 from tests.test_megatron_reader import _args, _shard_legacy, _write, distinct_weights_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "model_repository" / "glotta-fr-tiny"
+GPT2 = get("gpt2").trtllm
 # head size 32: one FasterTransformer / TRT-LLM can run; 4 heads so TP 2 → 1 and 1 → 2 both split
 CFG = TrainConfig(name="ft", num_layers=2, hidden_size=128, num_attention_heads=4, seq_length=32, vocab_size=300,
                   make_vocab_size_divisible_by=8, micro_batch_size=1, global_batch_size=1, lr=1e-3, min_lr=1e-4,
@@ -45,7 +46,7 @@ def reference():
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """A byte-level BPE of 300 tokens (the checkpoint's vocabulary) whose <|endoftext|> is id 0."""
-    from glotta.training.tokenizer import train_bpe
+    from glotta.training.tokenizer_training import train_bpe
 
     out = tmp_path_factory.mktemp("tokenizer")
     train_bpe(["Le chat dort sur le canapé.", "El perro duerme en el sofá."] * 20, 300, out, show_progress=False)
@@ -101,8 +102,7 @@ def _ft_forward(folder: Path, ids: np.ndarray, n: int, layers: int, h: int, head
 @pytest.mark.parametrize("infer_gpus", [1, 2])
 def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, reference, tp2_checkpoint, infer_gpus,
                                                              tokenizer):
-    merged, shape = read(tp2_checkpoint)
-    folder = ft.write(merged, shape, tmp_path, infer_gpus, tokenizer, "fp32")
+    folder = ft.write(read(tp2_checkpoint), tmp_path, infer_gpus, tokenizer, "fp32")
     assert folder == tmp_path / f"{infer_gpus}-gpu" and not [p for p in tmp_path.iterdir() if p != folder]
     h, n = 128, infer_gpus
     expected = {"model.wpe", "model.wte", "model.final_layernorm.weight", "model.final_layernorm.bias"}
@@ -116,7 +116,7 @@ def test_fastertransformer_files_compute_the_checkpoint_logits(tmp_path, referen
             "mlp.dense_h_to_4h.weight", "mlp.dense_h_to_4h.bias", "mlp.dense_4h_to_h.weight")}
     assert {f.name[:-4] for f in folder.glob("*.bin")} == expected
     # a layer's QKV read back from the files equals the checkpoint's Q, K, V of each rank's heads
-    lm = ckpt.to_megatron(reference)["language_model"]["encoder"]
+    lm = megatron_state(reference)["language_model"]["encoder"]
     megatron_qkv = lm["layers.1.self_attention.query_key_value.weight"].numpy().reshape(4, 3, 32, h)  # v3 rows
     for r in range(n):
         got = ft.read_back(folder, f"model.layers.1.attention.query_key_value.weight.{r}", (h, 3, 4 // n, 32))
@@ -171,7 +171,7 @@ def test_fastertransformer_cli_fp16_triton_folder_and_refusals(tmp_path, tp2_che
     assert "end_id = 0" in ini and "start_id = 0" in ini
     vocab = Tokenizer(tokenizer).vocab_size  # the tokenizer's size trims Megatron's padding (304 rows)
     wte = ft.read_back(out / "1" / "2-gpu", "model.wte", (vocab, 128))
-    merged, _ = read(tp2_checkpoint)
+    merged = read(tp2_checkpoint).merged
     assert wte.dtype == np.float16 and np.array_equal(wte, merged["wte"][:vocab].numpy().astype(np.float16))
     cfg = text_format.Parse((out / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert cfg.backend == "fastertransformer" and cfg.name == out.name
@@ -185,14 +185,23 @@ def test_fastertransformer_cli_fp16_triton_folder_and_refusals(tmp_path, tp2_che
     assert not (tmp_path / "x" / "3-gpu").exists()
 
 
+def _gpt(hidden: int, heads: int, layers: int, vocab: int, positions: int) -> MegatronCheckpoint:
+    """A checkpoint of the GPT family with only its shape (what the refusals look at)."""
+    from dataclasses import replace
+
+    arch = replace(get("gpt2").traits(), vocab_size=vocab, n_layer=layers, n_embd=hidden, n_head=heads,
+                   n_kv_head=heads, n_positions=positions, intermediate_size=4 * hidden)
+    return MegatronCheckpoint({}, "gpt2", arch, None)
+
+
 def test_unsupported_head_size_is_refused_with_a_suggestion(tmp_path, tokenizer):
-    shape = GPTShape(hidden=2304, heads=32, layers=24, vocab=50304, positions=2048)
+    shape = _gpt(hidden=2304, heads=32, layers=24, vocab=50304, positions=2048)
     with pytest.raises(ft.FTExportError, match=r"2304/32 = 72 .*24 heads \(head size 96\)"):
         ft.check_shape(shape, 2)
     with pytest.raises(ValueError, match="72 is not supported by TensorRT-LLM"):
-        validate(TrtllmPlan(tmp_path, tmp_path, tmp_path), shape)
+        validate(TrtllmPlan(tmp_path, tmp_path, tmp_path, GPT2), shape)
     small = build_model(CFG.model_copy(update={"num_attention_heads": 8}), 0)  # head size 16
-    ckpt.save(tmp_path / "c", 1, small, _args(1, 1, small), {}, {}, {})
+    save_checkpoint(tmp_path / "c", 1, small, _args(1, 1, small), {}, {}, {})
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "fastertransformer", str(tmp_path / "c"),
                         "--output", str(tmp_path / "o"), "--tokenizer", str(tokenizer)], capture_output=True, text=True)
     assert r.returncode == 2 and "head size 128/8 = 16" in r.stderr and "Traceback" not in r.stderr
@@ -254,7 +263,7 @@ def test_sparse_and_qdq_onnx_for_tensorrt(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_cli_without_tensorrt_says_what_to_install(tmp_path):
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "tensorrt", str(TINY), "--output",
-                        str(tmp_path / "m.plan"), "--int8", "--sparse"], capture_output=True, text=True)
+                        str(tmp_path / "m.plan"), "--precision", "int8-sparse"], capture_output=True, text=True)
     assert r.returncode == 2 and "TensorRT is not installed" in r.stderr and "pypi.nvidia.com" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "m.plan").exists()
 
@@ -279,9 +288,9 @@ BUILD_FLAGS = {"--checkpoint_dir", "--model_config", "--build_config", "--model_
 
 
 def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint, tokenizer):
-    plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", tp=2, quant="int8-wo", sparse=True,
+    plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", GPT2, tp=2, precision="int8-sparse",
                       max_input_len=16, max_seq_len=32)
-    shape = GPTShape(hidden=128, heads=4, positions=32, layers=2, vocab=300)
+    shape = _gpt(hidden=128, heads=4, positions=32, layers=2, vocab=300)
     validate(plan, shape)
     convert, build = commands(plan)
     assert convert[convert.index("--tp_size") + 1] == "2"
@@ -293,17 +302,18 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint, tokenizer):
     for cmd, known in ((convert, CONVERT_FLAGS), (build, BUILD_FLAGS)):
         assert {a for a in cmd if a.startswith("--")} <= known, {a for a in cmd if a.startswith("--")} - known
     for bad, msg in ((dict(tp=3), "split over --tp 3"), (dict(max_seq_len=64), "exceeds the model's 32"),
-                     (dict(quant="smoothquant"), "--calib-dataset"), (dict(int8_kv_cache=True), "--calib-dataset"),
+                     (dict(precision="int8", smoothquant=True), "--calib-dataset"),
+                     (dict(smoothquant=True), "with --precision int8"), (dict(int8_kv_cache=True), "--calib-dataset"),
                      (dict(int8_kv_cache=True, calib_dataset=str(tmp_path / "none.jsonl")), "no such file"),
-                     (dict(quant="fp8"), "--quant must be")):
+                     (dict(precision="fp8"), "is not one of")):
         with pytest.raises(ValueError, match=msg):
-            validate(TrtllmPlan(tmp_path, tmp_path, tmp_path, **{"max_input_len": 16, "max_seq_len": 32, **bad}),
+            validate(TrtllmPlan(tmp_path, tmp_path, tmp_path, GPT2, **{"max_input_len": 16, "max_seq_len": 32, **bad}),
                      shape)
     out = tmp_path / "trtllm"
     base = [sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint), "--output", str(out)]
     r = subprocess.run(base, capture_output=True, text=True)
     assert r.returncode == 2 and "pass --tokenizer DIR" in r.stderr  # its end id is never guessed
-    r = subprocess.run([*base, "--tokenizer", str(tokenizer), "--tp", "2", "--quant", "int8-wo", "--max-input-len",
+    r = subprocess.run([*base, "--tokenizer", str(tokenizer), "--tp", "2", "--precision", "int8", "--max-input-len",
                         "16", "--max-seq-len", "32", "--run"], capture_output=True, text=True)
     hf = out / "hf-gpt2"  # TRT-LLM v0.14 guesses the variant from the folder's name, and it is given explicitly too
     assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
@@ -360,7 +370,7 @@ def test_fastertransformer_export_equals_fastertransformers_own_converter(tmp_pa
     ckpt = golden_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "ft"
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "fastertransformer", str(ckpt), "--output",
-                        str(out), "--infer-gpus", str(golden["infer_gpus"]), "--weight-data-type",
+                        str(out), "--infer-gpus", str(golden["infer_gpus"]), "--precision",
                         golden["weight_data_type"], "--tokenizer", str(TOKENIZER)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     folder = out / f"{golden['infer_gpus']}-gpu"

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from glotta.export.plan import ModelShape, kv_bytes_per_token, min_tensor_parallel, weights_gib
+from glotta.export.plan import dense_kv_bytes_per_token, min_tensor_parallel, weights_gib
 
 
 def test_175b_in_fp16_is_the_talks_325_96_gb():
@@ -16,8 +16,7 @@ def test_175b_in_fp16_is_the_talks_325_96_gb():
 
 
 def test_kv_cache_and_minimum_tp():
-    shape = ModelShape(175_000_000_000, 96, 12288)
-    assert kv_bytes_per_token(shape) == 2 * 96 * 12288 * 2
+    assert dense_kv_bytes_per_token(96, 12288) == 2 * 96 * 12288 * 2
     assert min_tensor_parallel(325.96, 0, 80) == 8  # 325.96 / 8 = 40.7 GB ≤ 72 GB, / 4 = 81.5 GB is not
     assert min_tensor_parallel(325.96, 0, 141) == 4
     assert min_tensor_parallel(3.07, 0, 16) == 1
@@ -31,13 +30,13 @@ def test_cli_for_params_preset_and_checkpoint(tmp_path):
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "plan", "meme-1.7b"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "1,650,461,184" in r.stdout
-    from glotta.core.megatron import checkpoint as ckpt
+    from glotta.modeling.megatron_hf import save_checkpoint
     from glotta.training.local_trainer import build_model, megatron_args
     from glotta.training.megatron_config import load
 
     cfg = load("demo-tiny")
     model = build_model(cfg, 0)
-    ckpt.save(tmp_path, 1, model, megatron_args(cfg, 1), {}, {}, {})
+    save_checkpoint(tmp_path, 1, model, megatron_args(cfg, 1), {}, {}, {})
     r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "plan", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     params = sum(p.numel() for p in model.parameters())

@@ -99,8 +99,8 @@ def test_stop_on_double_eol_on_a_model_that_writes_blank_lines(tmp_path):
     """The shipped models never write a blank line: a test model that always says "\n" does, after its first."""
     import asyncio
 
+    from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
     from glotta.server.engine.onnx_engine import OnnxEngine
-    from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
     from glotta.server.generation import collect
 
     from .conftest import build_test_model

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from glotta.core.errors import GlottaError
+from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
 from glotta.server.engine.onnx_engine import OnnxEngine
-from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 from glotta.server.limits import GuardedEngine, Limits
 
 from .conftest import FR, REPO, Gateway

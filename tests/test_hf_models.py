@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from glotta.core.errors import GlottaError
-from glotta.server.engine.hf_import import cached_hf_model, convert_hf_folder, is_hf_folder, read_safetensors
+from glotta.modeling.hf_folder import cached_hf_model, convert_hf_folder, is_hf_folder, read_safetensors
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.triton.launcher import TritonServer
 
@@ -68,7 +68,7 @@ def test_hf_folder_serves_like_transformers(request, tmp_path, monkeypatch, whic
     served = cached_hf_model(src)
     assert served.is_relative_to(tmp_path / "cache") and cached_hf_model(src) == served  # converted once
     meta = json.loads((served / "glotta.json").read_text())
-    assert meta["architecture"] == which.removeprefix("hf_") and meta["eod_token"] == "<|endoftext|>"
+    assert meta["family"] == which.removeprefix("hf_") and meta["tokenizer"]["eos_tokens"] == ["<|endoftext|>"]
     engine = OnnxEngine(served, threads=1)
     results = engine_greedy(engine, PROMPTS, 24)
     assert_hf_parity(model, engine.tokenizer, PROMPTS, results, 24, min_distinct=15)
@@ -84,7 +84,7 @@ def test_llama_bf16_weights_and_int8(hf_llama, tmp_path, monkeypatch):
     np.testing.assert_array_equal(tensors["model.layers.0.self_attn.k_proj.weight"], w)
     monkeypatch.setenv("GLOTTA_CACHE", str(tmp_path / "cache"))
     out = convert_hf_folder(bf16, tmp_path / "repo" / "llama-bf16")
-    (ids, _), *_ = engine_greedy(OnnxEngine(out, threads=1, int8=True), PROMPTS, 8)
+    (ids, _), *_ = engine_greedy(OnnxEngine(out, threads=1, precision="int8"), PROMPTS, 8)
     assert len(ids) == 8
 
 
@@ -116,7 +116,7 @@ def test_llama_folder_through_export_and_triton(hf_llama, tmp_path):
     gw = Gateway(["--model", "tiny-llama", "--triton-url", server.grpc_url], tmp_path / "serve.log",
                  env={"GLOTTA_MODEL_REPOSITORY": str(repo)})
     try:
-        from glotta.core.model_folder import ModelFolder
+        from glotta.modeling.model_folder import ModelFolder
 
         tok = ModelFolder.open(repo / "tiny-llama").tokenizer()
         for prompt in PROMPTS[:2]:

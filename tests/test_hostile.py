@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -23,6 +24,7 @@ import psutil
 import pytest
 
 from glotta.core.net import free_port
+from glotta.modeling.spec import ModelSpec
 from glotta.server import bounds
 from glotta.server.grpc_api import load_stubs
 
@@ -169,8 +171,8 @@ def test_a_long_prompt_the_context_allows_is_tokenized_off_the_event_loop(tmp_pa
     model.mkdir()
     for f in ("tokenizer.json", "1"):
         os.symlink(REPO / FR / f, model / f)
-    meta = json.loads((REPO / FR / "glotta.json").read_text())
-    (model / "glotta.json").write_text(json.dumps({**meta, "n_positions": 100_000, "name": "long-context"}))
+    spec = ModelSpec.read(REPO / FR)
+    spec.with_(name="long-context", architecture=replace(spec.architecture, n_positions=100_000)).write(model)
     gw = Gateway(["--model", str(model), "--threads", "1"], tmp_path / "serve.log", env=ENV)
     try:
         with health_watch(gw.url) as latencies:
@@ -197,8 +199,8 @@ def test_admission_is_whole_requests_counted_in_rows():
     import asyncio
 
     from glotta.core.errors import ErrorKind, GlottaError
+    from glotta.server.engine.interface import GenerationRequest
     from glotta.server.engine.onnx_engine import OnnxEngine
-    from glotta.server.engine.protocol import GenerationRequest
     from glotta.server.limits import GuardedEngine, Limits
 
     guard = GuardedEngine(OnnxEngine(REPO / FR, threads=1), Limits(max_inflight_rows=4))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from glotta.loadtests.report import render_report
+from glotta.loadtests.loadtest_report import render_report
 from glotta.loadtests.run import run
 
 from .conftest import FR, REPO

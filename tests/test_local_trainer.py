@@ -9,6 +9,7 @@ import torch
 
 from glotta.core.megatron import checkpoint as ckpt
 from glotta.core.megatron.indexed import DatasetWriter
+from glotta.modeling.megatron_hf import load_into, megatron_state, save_checkpoint
 from glotta.training.local_trainer import build_model, lr_at, train
 from glotta.training.megatron_config import TrainConfig
 
@@ -63,7 +64,7 @@ def test_resume_continues_exactly(dataset, tmp_path):
 def test_megatron_weights_round_trip_and_qkv_order(tmp_path):
     cfg = TrainConfig(**CFG)
     model = build_model(cfg, 0).eval()
-    lm = ckpt.to_megatron(model)["language_model"]
+    lm = megatron_state(model)["language_model"]
     hn = 128 // 4
     qkv = lm["encoder"]["layers.0.self_attention.query_key_value.weight"]
     c_attn = model.transformer.h[0].attn.c_attn.weight  # [h, 3h]: q | k | v, heads inside each
@@ -72,9 +73,9 @@ def test_megatron_weights_round_trip_and_qkv_order(tmp_path):
     assert torch.equal(qkv[3 * hn:4 * hn], c_attn[:, hn:2 * hn].T)  # head 1: q
     from glotta.training.local_trainer import megatron_args
 
-    path = ckpt.save(tmp_path, 3, model, megatron_args(cfg, 3), {}, {}, {})
+    path = save_checkpoint(tmp_path, 3, model, megatron_args(cfg, 3), {}, {}, {})
     other = build_model(cfg, 1).eval()
-    ckpt.from_megatron(ckpt.load(path), other)  # through the file on disk
+    load_into(other, ckpt.load(path))  # through the file on disk
     ids = torch.randint(0, 200, (2, 16))
     with torch.no_grad():
         assert torch.equal(other(ids).logits, model(ids).logits)

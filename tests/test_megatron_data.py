@@ -129,7 +129,7 @@ def test_literal_eod_is_stripped_and_malformed_lines_reported(tok_dir, tmp_path)
         (5, "missing or non-string key 'text'")]
     assert all(path == str(src) for path, _, _ in r.bad_lines)
     ds = MegatronDataset(tmp_path / "o_text_document")
-    from glotta.training.tokenizer import load_any
+    from glotta.training.tokenizer_training import load_any
 
     tok = load_any(tok_dir)
     eod = tok.token_to_id("<|endoftext|>")
@@ -163,7 +163,7 @@ def test_fertility_report_against_a_baseline(tok_dir):
 
 def test_fast_encoder_equals_tokenizers_exactly(tok_dir):
     from glotta.training.fast_bpe import load
-    from glotta.training.tokenizer import load_any
+    from glotta.training.tokenizer_training import load_any
 
     fast = load(tok_dir / "vocab.json", tok_dir / "merges.txt")
     assert fast is not None

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from glotta.core.megatron.checkpoint import load
-from glotta.core.megatron.hf import to_hf
-from glotta.core.megatron.reader import CheckpointError, read
 from glotta.core.net import free_port
 from glotta.core.tokenizer import Tokenizer
-from glotta.server.engine.hf_import import cached_hf_model
+from glotta.modeling.hf_folder import cached_hf_model
+from glotta.modeling.megatron_hf import to_hf
+from glotta.modeling.megatron_reader import CheckpointError, read
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.training.megatron_config import ConfigError, validate
 from glotta.training.megatron_config import load as load_config
@@ -43,9 +43,11 @@ def mcore(request, tmp_path_factory):
 
 def test_megatron_core_llama_reads_back_to_its_own_logits(mcore):
     path, tp = mcore
-    merged, shape = read(path)
-    assert (shape.family, shape.tp, shape.heads, shape.groups, shape.ffn, shape.tied) == ("llama", tp, 4, 2, 96, False)
-    model = to_hf(merged, shape)
+    ck = read(path)
+    a = ck.architecture
+    assert (ck.family, ck.tp, a.n_head, a.n_kv_head, a.intermediate_size, a.tied_embeddings) == ("llama", tp, 4, 2, 96,
+                                                                                                  False)
+    model = to_hf(ck)
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.num_key_value_heads == 2
     with torch.no_grad():
         logits = model(torch.tensor([PROMPT])).logits[0]
@@ -78,15 +80,16 @@ def test_legacy_names_read_the_same_weights(mcore, tmp_path):
         dest.parent.mkdir(parents=True)
         torch.save(_as_legacy(load(f)), dest)
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("1")
-    core, _ = read(path)
-    legacy, shape = read(tmp_path)
-    assert shape.family == "llama" and core.keys() == legacy.keys()
+    core = read(path).merged
+    legacy_ck = read(tmp_path)
+    legacy = legacy_ck.merged
+    assert legacy_ck.family == "llama" and core.keys() == legacy.keys()
     for key in core:
         assert torch.equal(core[key], legacy[key]), key
 
 
 def test_a_mixture_of_the_two_families_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="neither of the families"):
+    with pytest.raises(ConfigError, match="describe none of the families"):
         validate(load_config("demo-tiny", {"swiglu": True}), 1, 1)
     cfg = load_config("demo-tiny-llama", {"num_query_groups": 3})
     with pytest.raises(ConfigError, match="not divisible by 3 query groups"):
@@ -96,7 +99,7 @@ def test_a_mixture_of_the_two_families_is_refused(tmp_path):
     (tmp_path / "iter_0000001" / "mp_rank_00").mkdir(parents=True)
     torch.save({"args": args, "model": {}}, tmp_path / "iter_0000001" / "mp_rank_00" / "model_optim_rng.pt")
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("1")
-    with pytest.raises(CheckpointError, match="rope but not RMSNorm, swiglu, no biases"):
+    with pytest.raises(CheckpointError, match="--position-embedding-type rope, --normalization LayerNorm"):
         read(tmp_path)
 
 
@@ -104,7 +107,7 @@ def test_a_mixture_of_the_two_families_is_refused(tmp_path):
 def llama_run(tmp_path_factory):
     """`glotta train local` on a shrunk demo-tiny-llama (peaked initialisation: greedy choices far from ties)."""
     from glotta.core.megatron.indexed import DatasetWriter
-    from glotta.training.tokenizer import train_bpe
+    from glotta.training.tokenizer_training import train_bpe
 
     d = tmp_path_factory.mktemp("llama-run")
     texts = ["Le chat dort sur le canapé.", "El perro duerme en el sofá.", "Le chien mange.", "La casa es grande."]
@@ -166,7 +169,7 @@ def test_gpu_exports_trtllm_llama_path_and_fastertransformer_refusal(llama_run, 
     assert r.returncode == 2 and "no RoPE, RMSNorm, SwiGLU" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "ft").exists()
     r = _glotta("export", "trtllm", str(ck), "--output", str(tmp_path / "trt"), "--tokenizer", str(tok), "--tp", "2",
-                "--quant", "int8-wo", "--max-input-len", "16", "--max-seq-len", "32")
+                "--precision", "int8", "--max-input-len", "16", "--max-seq-len", "32")
     assert r.returncode == 0, r.stderr
     hf = json.loads((tmp_path / "trt" / "hf-llama" / "config.json").read_text())
     assert hf["architectures"] == ["LlamaForCausalLM"] and hf["eos_token_id"] == Tokenizer(tok).eod_id
@@ -178,17 +181,16 @@ def test_gpu_exports_trtllm_llama_path_and_fastertransformer_refusal(llama_run, 
 
 
 def test_plans_count_grouped_kv_heads(llama_run):
-    from glotta.cli.export import Plan
-    from glotta.export.plan import kv_bytes_per_token
+    from glotta.export.plan import plan_checkpoint
     from glotta.training.local_trainer import build_model
     from glotta.training.megatron_launch import parameters
 
     cfg = load_config("demo-tiny-llama")
     assert parameters(cfg) == sum(p.numel() for p in build_model(cfg, 0).parameters())
-    label, shape = Plan()._shape(argparse.Namespace(source=str(llama_run / "ck"), params=None))
-    model = to_hf(*read(llama_run / "ck"))
-    assert shape.parameters == sum(p.numel() for p in model.parameters())
-    assert kv_bytes_per_token(shape) == 2 * 2 * 2 * 32 * 2  # K and V × 2 layers × 2 KV heads × 32 × fp16
+    plan = plan_checkpoint(str(llama_run / "ck"))
+    model = to_hf(read(llama_run / "ck"))
+    assert plan.parameters == sum(p.numel() for p in model.parameters())
+    assert plan.kv_bytes_per_token == 2 * 2 * 2 * 32 * 2  # K and V × 2 layers × 2 KV heads × 32 × fp16
     r = _glotta("train", "plan", "demo-tiny-llama", "--nodes", "1", "--gpus-per-node", "1", "--allow-any-head-size")
     assert r.returncode == 0 and "2 key/value heads" in r.stdout, r.stdout + r.stderr
 
@@ -203,15 +205,15 @@ def test_megatrons_rope_scaling_becomes_llama3_rope_scaling(mcore, tmp_path):
         (tmp_path / f.relative_to(path)).parent.mkdir(parents=True)
         torch.save(state, tmp_path / f.relative_to(path))
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("1")
-    merged, shape = read(tmp_path)
-    assert shape.rope_scaling == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+    ck = read(tmp_path)
+    assert ck.architecture.rope_scaling == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
-    scaled = to_hf(merged, shape)
+    scaled = to_hf(ck)
     rope = getattr(scaled.config, "rope_parameters", None) or scaled.config.rope_scaling
     assert rope["rope_type"] == "llama3" and rope["factor"] == 8.0
     ids = torch.tensor([PROMPT * 3])
     with torch.no_grad():
-        plain = to_hf(*read(path))(ids).logits
+        plain = to_hf(read(path))(ids).logits
         assert not torch.allclose(scaled(ids).logits, plain, atol=1e-3)
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from glotta.core.megatron import checkpoint as ckpt
-from glotta.core.megatron.hf import to_hf
-from glotta.core.megatron.reader import CheckpointError, read
+from glotta.modeling.megatron_hf import megatron_state, save_checkpoint, to_hf
+from glotta.modeling.megatron_reader import CheckpointError, read
 from glotta.training.local_trainer import build_model
 from glotta.training.megatron_config import TrainConfig
 
@@ -41,7 +41,7 @@ def _args(tp: int, pp: int, model=None) -> argparse.Namespace:
 
 def _shard_legacy(reference, tp: int, version: float) -> list[dict]:
     """The reference model as Megatron legacy TP shards with the QKV row order of `version`."""
-    lm = ckpt.to_megatron(reference)["language_model"]
+    lm = megatron_state(reference)["language_model"]
     heads = reference.config.n_head
     hn = reference.config.n_embd // heads
     out = []
@@ -77,19 +77,20 @@ def _write(tmp_path, shards: dict) -> None:
 
 
 def _check(tmp_path, reference):
-    merged, shape = read(tmp_path)
-    model = to_hf(merged, shape)
+    ck = read(tmp_path)
+    merged = ck.merged
+    model = to_hf(ck)
     ids = torch.randint(0, 300, (2, 20))
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=1e-5)
     for i, block in enumerate(reference.transformer.h):  # merged weights equal the original ones
         assert torch.equal(merged[(i, "fc1_w")], block.mlp.c_fc.weight.T)
         assert torch.equal(merged[(i, "proj_w")], block.attn.c_proj.weight.T)
-    return shape
+    return ck
 
 
 def test_local_trainer_checkpoint(tmp_path, reference):
-    ckpt.save(tmp_path, 7, reference, _args(1, 1), {}, {}, {})
+    save_checkpoint(tmp_path, 7, reference, _args(1, 1), {}, {}, {})
     assert _check(tmp_path, reference).version == 3.0
 
 
@@ -132,14 +133,15 @@ def test_core_layout_tp2_pp2_with_fused_norms(tmp_path, reference):
                 core["embedding.position_embeddings.weight"] = lm["embedding"]["position_embeddings"]["weight"]
             shards[f"mp_rank_{t:02d}_{p:03d}"] = {"args": _args(2, 2), "checkpoint_version": 3.0, "model": core}
     _write(tmp_path, shards)
-    shape = _check(tmp_path, reference)
-    assert (shape.tp, shape.pp) == (2, 2)
+    ck = _check(tmp_path, reference)
+    assert (ck.tp, ck.pp) == (2, 2)
 
 
 def test_vocab_padding_removed_and_errors(tmp_path, reference):
-    ckpt.save(tmp_path / "a", 7, reference, _args(1, 1), {}, {}, {})
-    merged, shape = read(tmp_path / "a", vocab_size=100)
-    assert merged["wte"].shape[0] == 100 and to_hf(merged, shape).config.vocab_size == 100
+    save_checkpoint(tmp_path / "a", 7, reference, _args(1, 1), {}, {}, {})
+    ck = read(tmp_path / "a", vocab_size=100)
+    merged = ck.merged
+    assert merged["wte"].shape[0] == 100 and to_hf(ck).config.vocab_size == 100
     with pytest.raises(CheckpointError, match="mp_rank"):
         read(tmp_path / "empty")
     state = ckpt.load(ckpt.latest(tmp_path / "a"))
@@ -156,16 +158,16 @@ def test_cli_export_hf_and_onnx_then_serve_greedy_equal(tmp_path, reference):
 
     from transformers import GPT2LMHeadModel
 
+    from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
     from glotta.server.engine.onnx_engine import OnnxEngine
-    from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 
     # a tokenizer of 300 tokens under the checkpoint's padded 304
-    from glotta.training.tokenizer import train_bpe
+    from glotta.training.tokenizer_training import train_bpe
 
 
     tok = tmp_path / "tok"
     train_bpe(["le noyau linux démarre vite " * 50, "la commande apt installe " * 50], 300, tok, show_progress=False)
-    ckpt.save(tmp_path / "ck", 7, reference, _args(1, 1), {}, {}, {})
+    save_checkpoint(tmp_path / "ck", 7, reference, _args(1, 1), {}, {}, {})
     run = lambda *a: subprocess.run([sys.executable, "-m", "glotta.cli", "export", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
     r = run("hf", str(tmp_path / "ck"), "--output", str(tmp_path / "hf"), "--tokenizer", str(tok))

@@ -61,7 +61,7 @@ def test_top_p_decay_and_bound_end_to_end(http):
 def test_models_report_their_context_length(http):
     cards = {m["id"]: m for m in http.get("/v1/models").json()["data"]}
     meta = {name: json.loads((REPO / name / "glotta.json").read_text()) for name in cards}
-    assert {n: c["max_model_len"] for n, c in cards.items()} == {n: m["n_positions"] for n, m in meta.items()}
+    assert {n: c["max_model_len"] for n, c in cards.items()} == {n: m["architecture"]["n_positions"] for n, m in meta.items()}
 
 
 def test_access_log_line_names_the_request_id(gateway, http):
@@ -106,7 +106,7 @@ def test_an_error_after_the_stream_started_is_an_sse_error_event(tmp_path):
 
 
 def test_serve_int8(tmp_path):
-    gw = Gateway(["--model", FR, "--int8"], tmp_path / "serve.log", env=ENV)
+    gw = Gateway(["--model", FR, "--precision", "int8"], tmp_path / "serve.log", env=ENV)
     try:
         cards = httpx.get(gw.url + "/v1/models").json()["data"]
         assert [c["engine"] for c in cards] == ["int8"]

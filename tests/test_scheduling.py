@@ -6,9 +6,9 @@ import collections
 import numpy as np
 import pytest
 
+from glotta.server.engine.interface import GenerationRequest, SamplingParams, StopConditions
 from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.engine.prefix_cache import BLOCK, PrefixCache
-from glotta.server.engine.protocol import GenerationRequest, SamplingParams, StopConditions
 from glotta.server.engine.scheduling import FairQueue, SchedulerPolicy
 from glotta.server.templates import runner
 from glotta.server.templates.library import load_library

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from glotta.core.megatron import checkpoint as ckpt
 from glotta.core.megatron.indexed import DatasetWriter
 from glotta.export.sparsity import check, hf_matrices, prune_24, sparsify_hf, verify_path
+from glotta.modeling.megatron_hf import save_checkpoint
 from glotta.training.local_trainer import build_model
 from glotta.training.megatron_config import TrainConfig
 
@@ -39,11 +39,11 @@ def test_verifier_on_checkpoints_and_onnx(tmp_path):
     from glotta.export.onnx_export import export_gpt2_onnx
 
     model = build_model(CFG, 0).eval()
-    ckpt.save(tmp_path / "dense", 1, model, _args(), {}, {}, {})
+    save_checkpoint(tmp_path / "dense", 1, model, _args(), {}, {}, {})
     assert not verify_path(tmp_path / "dense").ok
     sparsify_hf(model)
     assert check(hf_matrices(model)).ok
-    ckpt.save(tmp_path / "sparse", 1, model, _args(), {}, {}, {})
+    save_checkpoint(tmp_path / "sparse", 1, model, _args(), {}, {}, {})
     r = verify_path(tmp_path / "sparse")
     assert r.ok and r.tensors == 8 and r.zero_fraction == pytest.approx(0.5)
     onnx_path = export_gpt2_onnx(model, tmp_path / "onnx" / "model.onnx")
@@ -54,7 +54,7 @@ def test_verifier_on_checkpoints_and_onnx(tmp_path):
 
 def test_cli_sparsify_reports_perplexity_and_verify(tmp_path):
     model = build_model(CFG, 0).eval()
-    ckpt.save(tmp_path / "ck", 1, model, _args(), {}, {}, {})
+    save_checkpoint(tmp_path / "ck", 1, model, _args(), {}, {}, {})
     rng = np.random.default_rng(0)
     w = DatasetWriter(tmp_path / "valid_text_document", 96)
     for _ in range(20):

@@ -61,7 +61,7 @@ def test_ensemble_wiring_is_consistent(ensemble, engine_backend):
         assert available[out.name] == out.data_type
     assert load(f"{ensemble}-engine").backend == engine_backend
     meta = json.loads((REPO / ensemble / "glotta.json").read_text())
-    assert (REPO / ensemble / meta["tokenizer"]).is_file()
+    assert (REPO / ensemble / meta["tokenizer"]["file"]).is_file()
 
 
 def test_only_cpu_models_are_launched_by_default():

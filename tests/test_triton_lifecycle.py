@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 
 from glotta.core.errors import GlottaError
 from glotta.core.net import free_port, free_port_block
-from glotta.server.engine.protocol import GenerationRequest, SamplingParams, check_request
+from glotta.server.engine.interface import GenerationRequest, SamplingParams, check_request
 from glotta.server.triton.contract import triton_message
 from glotta.server.triton.launcher import TritonLaunchError, TritonServer
 from glotta.server.triton.watchdog import stop_group

@@ -20,6 +20,8 @@ import torch
 
 from glotta.core.megatron import checkpoint as ckpt
 from glotta.core.megatron.indexed import MegatronDataset
+from glotta.modeling.megatron_hf import load_into, save_checkpoint
+from glotta.modeling.perplexity import mean_loss, samples_of
 
 from .megatron_config import TrainConfig
 from .megatron_sampling import GPTSamples, split_ranges
@@ -38,15 +40,14 @@ def lr_at(cfg: TrainConfig, samples: int) -> float:
 
 
 def build_model(cfg: TrainConfig, seed: int):
-    """The configuration's model in `transformers` (GPT2LMHeadModel, or LlamaForCausalLM for the Llama family), its
-    config made by the same Megatron → Hugging Face mapping the exporters use, from the arguments its checkpoints
-    record."""
+    """The configuration's model in `transformers` (its family's: GPT2LMHeadModel, LlamaForCausalLM, ...), its config
+    made by the same Megatron → Hugging Face mapping the exporters use, from the arguments its checkpoints record."""
     from transformers import AutoModelForCausalLM
 
-    from glotta.core.megatron.hf import hf_config
-    from glotta.core.megatron.shape import shape_from_args
+    from glotta.modeling.megatron_hf import hf_config
+    from glotta.modeling.megatron_reader import architecture_of
 
-    config = hf_config(shape_from_args(megatron_args(cfg, 0)), tied=not cfg.untie_embeddings_and_output_weights)
+    config = hf_config(*architecture_of(megatron_args(cfg, 0)))
     config.initializer_range = cfg.init_method_std
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
@@ -85,7 +86,7 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
     resume = ckpt.latest(save)
     if resume is not None:
         state = ckpt.load(resume)
-        ckpt.from_megatron(state, model)
+        load_into(model, state)
         opt.load_state_dict(state["optimizer"])
         step = state["iteration"]
         history = state["opt_param_scheduler"]["history"]
@@ -128,10 +129,13 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
 def megatron_args(cfg: TrainConfig, step: int) -> argparse.Namespace:
     """The Megatron-LM arguments (megatron/training/arguments.py names and meanings) that Megatron's own tools and
     FasterTransformer's megatron_ckpt_convert.py read from a checkpoint: Megatron's GPT default (learned absolute
-    positions, pre-LayerNorm, biases, exact GELU, tied embeddings) or the Llama family (RoPE, RMSNorm, SwiGLU,
-    grouped KV heads, no biases) as configured; fp32 parameters."""
+    positions, pre-LayerNorm, biases, exact GELU, tied embeddings) or RoPE, RMSNorm, SwiGLU, grouped KV heads without
+    biases as configured; fp32 parameters."""
+    from glotta.modeling.registry import get
+
     h, heads = cfg.hidden_size, cfg.num_attention_heads
-    llama = cfg.family == "llama"
+    legacy = get(cfg.family).megatron_legacy  # the layout its checkpoints are written in
+    # the order of the arguments is the order of args.txt (FasterTransformer's converter writes them so)
     return argparse.Namespace(
         num_layers=cfg.num_layers, hidden_size=h, ffn_hidden_size=cfg.ffn, num_attention_heads=heads,
         kv_channels=h // heads, num_query_groups=cfg.query_groups, group_query_attention=cfg.group_query_attention,
@@ -140,8 +144,8 @@ def megatron_args(cfg: TrainConfig, step: int) -> argparse.Namespace:
         rotary_interleaved=False, use_rope_scaling=False, normalization=cfg.normalization,
         norm_epsilon=cfg.norm_epsilon, layernorm_epsilon=cfg.norm_epsilon,
         apply_layernorm_1p=False, apply_residual_connection_post_layernorm=False,
-        add_bias_linear=not cfg.disable_bias_linear, add_qkv_bias=not cfg.disable_bias_linear, swiglu=cfg.swiglu,
-        openai_gelu=False, squared_relu=False, bias_gelu_fusion=False, bias_swiglu_fusion=llama,
+        add_bias_linear=not cfg.disable_bias_linear, add_qkv_bias=not cfg.disable_bias_linear,
+        swiglu=cfg.swiglu, openai_gelu=False, squared_relu=False, bias_gelu_fusion=False, bias_swiglu_fusion=cfg.swiglu,
         untie_embeddings_and_output_weights=cfg.untie_embeddings_and_output_weights,
         apply_query_key_layer_scaling=False,
         attention_softmax_in_fp32=True, padded_vocab_size=cfg.padded_vocab(),
@@ -150,7 +154,7 @@ def megatron_args(cfg: TrainConfig, step: int) -> argparse.Namespace:
         pipeline_model_parallel_size=1, virtual_pipeline_model_parallel_size=None,
         micro_batch_size=cfg.micro_batch_size, global_batch_size=cfg.global_batch_size, lr=cfg.lr,
         min_lr=cfg.min_lr, consumed_train_samples=step * cfg.global_batch_size, consumed_valid_samples=0,
-        iteration=step, use_legacy_models=not llama, ckpt_format="torch", glotta_config=cfg.model_dump(),
+        iteration=step, use_legacy_models=legacy, ckpt_format="torch", glotta_config=cfg.model_dump(),
     )
 
 
@@ -158,30 +162,7 @@ def _save(save: str, step: int, model, cfg: TrainConfig, opt, history: dict) -> 
     args = megatron_args(cfg, step)
     # the data position is the consumed samples (args), as in Megatron: nothing else to restore
     scheduler = {"num_steps": step * cfg.global_batch_size, "history": history}
-    ckpt.save(save, step, model, args, opt.state_dict(), scheduler, {"torch": torch.get_rng_state()})
-
-
-def samples_of(ds: MegatronDataset, docs, seq: int, limit: int | None = None) -> np.ndarray:
-    """Every full seq + 1 sample of the documents, concatenated in order (at most `limit`)."""
-    flat = np.concatenate([ds[int(i)].astype(np.int64) for i in docs]) if len(docs) else np.zeros(0, np.int64)
-    n = max(0, (len(flat) - 1) // seq)
-    n = n if limit is None else min(n, limit)
-    return np.stack([flat[i * seq : i * seq + seq + 1] for i in range(n)]) if n else np.zeros((0, seq + 1), np.int64)
-
-
-@torch.no_grad()
-def mean_loss(model, samples: np.ndarray, batch_size: int = 8, device: str = "cpu") -> float:
-    """Token-mean cross-entropy of next-token prediction over samples of seq + 1 tokens (perplexity = exp)."""
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    for i in range(0, len(samples), batch_size):
-        b = torch.from_numpy(samples[i : i + batch_size]).to(device)
-        logits = model(input_ids=b[:, :-1]).logits
-        total += float(torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum"))
-    model.train(was_training)
-    return total / max(1, samples[:, 1:].size)
+    save_checkpoint(save, step, model, args, opt.state_dict(), scheduler, {"torch": torch.get_rng_state()})
 
 
 def evaluate(model, ds: MegatronDataset, docs: np.ndarray, cfg: TrainConfig, device: str) -> float:

@@ -63,7 +63,7 @@ class TrainConfig(BaseModel):
     gpu: str = "V100-32GB"
     mfu: float = Field(0.2, gt=0, le=1, description="model FLOPs utilisation assumed by the time estimate")
     # architecture (Megatron's flags of the same names); the defaults are Megatron's GPT, the Llama family sets all of
-    # position_embedding_type rope, normalization RMSNorm, swiglu, disable_bias_linear (core/megatron/shape.py)
+    # position_embedding_type rope, normalization RMSNorm, swiglu, disable_bias_linear (glotta.modeling's families)
     position_embedding_type: Literal["learned_absolute", "rope"] = "learned_absolute"
     rotary_base: int = Field(10000, gt=0)
     normalization: Literal["LayerNorm", "RMSNorm"] = "LayerNorm"
@@ -79,14 +79,32 @@ class TrainConfig(BaseModel):
     def head_size(self) -> float:
         return self.hidden_size / self.num_attention_heads
 
+    def architecture_args(self) -> SimpleNamespace:
+        """The Megatron-LM arguments (megatron/training/arguments.py names) that say what the model is."""
+        return SimpleNamespace(
+            num_layers=self.num_layers, hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads,
+            group_query_attention=self.group_query_attention, num_query_groups=self.query_groups,
+            ffn_hidden_size=self.ffn, seq_length=self.seq_length,
+            max_position_embeddings=self.max_position_embeddings or self.seq_length,
+            padded_vocab_size=self.padded_vocab(), norm_epsilon=self.norm_epsilon,
+            position_embedding_type=self.position_embedding_type, rotary_base=self.rotary_base,
+            normalization=self.normalization, swiglu=self.swiglu, add_bias_linear=not self.disable_bias_linear,
+            add_qkv_bias=not self.disable_bias_linear,
+            untie_embeddings_and_output_weights=self.untie_embeddings_and_output_weights)
+
     @property
     def family(self) -> str:
-        """`gpt2` or `llama`; ValueError for a mixture no engine serves."""
-        from glotta.core.megatron.shape import family_of
+        """The registered family these Megatron options describe; ValueError for a mixture no engine serves."""
+        from glotta.modeling.registry import for_megatron
 
-        return family_of(SimpleNamespace(position_embedding_type=self.position_embedding_type,
-                                         normalization=self.normalization, swiglu=self.swiglu,
-                                         add_bias_linear=not self.disable_bias_linear))
+        return for_megatron(self.architecture_args()).name
+
+    def architecture(self):
+        """The model's Architecture (glotta.modeling.spec): its traits, sizes and exact parameter count."""
+        from glotta.modeling.registry import for_megatron
+
+        args = self.architecture_args()
+        return for_megatron(args).from_megatron(args)
 
     @property
     def ffn(self) -> int:
@@ -181,7 +199,7 @@ def validate(cfg: TrainConfig, nodes: int, gpus_per_node: int, allow_any_head_si
         errors.append(f"{cfg.num_attention_heads} heads are not divisible by {groups} query groups")
     elif groups % tp:
         errors.append(f"{groups} query groups are not divisible by tensor parallel {tp}")
-    if family == "llama" and cfg.head_size % 2:
+    if family is not None and cfg.position_embedding_type == "rope" and cfg.head_size % 2:
         errors.append(f"head size {cfg.head_size:g} is odd: RoPE rotates pairs of channels")
     if cfg.num_layers % pp:
         errors.append(f"{cfg.num_layers} layers are not divisible by pipeline parallel {pp}")

@@ -6,8 +6,6 @@ import math
 import shlex
 from dataclasses import dataclass
 
-from glotta.core.megatron.shape import gpt_parameters, llama_parameters
-
 from .megatron_config import GPUS, TrainConfig
 
 SAVE_MARGIN_MIN = 10  # Megatron saves a checkpoint when --exit-duration-in-mins is reached: leave time for it
@@ -35,11 +33,7 @@ class Plan:
 
 
 def parameters(cfg: TrainConfig) -> int:
-    if cfg.family == "llama":
-        return llama_parameters(cfg.num_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.query_groups, cfg.ffn,
-                                cfg.padded_vocab(), not cfg.untie_embeddings_and_output_weights)
-    return gpt_parameters(cfg.num_layers, cfg.hidden_size, cfg.padded_vocab(),
-                          cfg.max_position_embeddings or cfg.seq_length)
+    return cfg.architecture().parameters()
 
 
 def plan(cfg: TrainConfig, nodes: int, gpus_per_node: int, dp: int, tokens: int | None = None) -> Plan:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .decoder_graph import past_names, present_names
+from glotta.modeling.decoder_graph import past_names, present_names
 
 
 def session_options(threads: int) -> ort.SessionOptions:

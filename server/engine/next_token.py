@@ -10,7 +10,7 @@ import numpy as np
 
 from glotta.core.tokenizer import Tokenizer
 
-from .protocol import Chunk
+from .interface import Chunk
 from .rows import Row
 from .sampling import log_softmax, top_logprobs
 
@@ -48,7 +48,7 @@ def next_token(tokenizer: Tokenizer, row: Row, logits: np.ndarray, greedy: int |
         chunk.logprobs = [float(lp[token])]
         if req.top_logprobs:
             chunk.top_logprobs = [top(tokenizer, lp, req.top_logprobs)]
-    if token == tokenizer.eod_id and req.stop.stop_on_eod:
+    if token in tokenizer.stop_ids and req.stop.stop_on_eod:
         chunk.text = row.stopper.feed(row.detok.flush()) + row.stopper.flush()
         chunk.finish_reason = "eod"
     else:

@@ -22,19 +22,19 @@ from typing import AsyncIterator
 import numpy as np
 
 from glotta.core.errors import unavailable
-from glotta.core.model_folder import ModelFolder
+from glotta.modeling.engine_graph import engine_graph
+from glotta.modeling.model_folder import ModelFolder
 
 from .. import metrics
 from .decoder_session import DecoderSession
-from .engine_graph import engine_graph
+from .interface import Chunk, GenerationRequest, PromptInfo
 from .next_token import emit, next_token, score_prompt_chunk
 from .prefix_cache import BLOCK, PrefixCache
-from .protocol import Chunk, GenerationRequest, PromptInfo
 from .rows import Row, Slots
 from .sampling import Sampler
 from .scheduling import FairQueue, SchedulerPolicy
 from .stopping import TextStopper
-from .tokenizer import IncrementalDetokenizer, encode_prompt
+from .text_io import IncrementalDetokenizer, encode_prompt
 
 log = logging.getLogger("glotta.engine")
 
@@ -42,18 +42,18 @@ log = logging.getLogger("glotta.engine")
 class OnnxEngine:
     """Serves one model folder (`glotta.json`, `tokenizer.json`, `1/model.onnx`)."""
 
-    def __init__(self, model_dir: str | Path, name: str | None = None, int8: bool = False, threads: int | None = None,
-                 policy: SchedulerPolicy | None = None) -> None:
+    def __init__(self, model_dir: str | Path, name: str | None = None, precision: str = "fp32",
+                 threads: int | None = None, policy: SchedulerPolicy | None = None) -> None:
         folder = ModelFolder.open(model_dir)
         self.name = name or folder.name
-        self.meta = folder.meta
+        self.spec = folder.spec
         self.tokenizer = folder.tokenizer()
-        self.precision = "int8" if int8 else "fp32"
+        self.precision = precision
         self.max_context = folder.max_context
         self.policy = policy or SchedulerPolicy()
-        self.model = DecoderSession(engine_graph(model_dir, int8), threads or os.cpu_count() or 1,
+        self.model = DecoderSession(engine_graph(model_dir, precision), threads or os.cpu_count() or 1,
                                     self.policy.max_batch, self.max_context)
-        self.model.prefill([[self.tokenizer.eod_id]], 0)  # warm-up: the first run allocates; no request pays it
+        self.model.prefill([[self.tokenizer.eod_id or 0]], 0)  # warm-up: the first run allocates; no request pays it
         _ = self.tokenizer.token_bytes, self.tokenizer.special_ids  # the streaming detokenizer's, built now
         mb = self.policy.prefix_cache_mb
         self.prefix = PrefixCache(mb << 20) if mb > 0 else None

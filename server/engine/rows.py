@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Hashable
 
 from .decoder_session import KVCache
-from .protocol import Chunk, GenerationRequest
+from .interface import Chunk, GenerationRequest
 from .sampling import Sampler
 from .speculation import NgramDrafter
 from .stopping import TextStopper
-from .tokenizer import IncrementalDetokenizer
+from .text_io import IncrementalDetokenizer
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .protocol import SamplingParams
+from .interface import SamplingParams
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ the length of the output or of the stop strings (which bounds.py caps anyway).
 
 from __future__ import annotations
 
-from .protocol import StopConditions
+from .interface import StopConditions
 
 
 class _Marker:

@@ -2,7 +2,7 @@
 
 Requests are turned into the OpenAI protocol's pydantic model, so validation and defaults are the REST ones; the
 choices and usage come from the same serving code as REST and SSE; errors take their gRPC code from the one error
-table (glotta.server.errors), with the same messages.
+table (glotta.server.error_responses), with the same messages.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from glotta.core.errors import GlottaError
 from ..auth import ApiKeys
 from ..entrypoints.openai.protocol import CompletionRequest
 from ..entrypoints.openai.serving import Choice, complete_choices, completion_id, stream_choices
-from ..errors import from_validation, grpc_code, wire
+from ..error_responses import from_validation, grpc_code, wire
 from ..limits import Limits
 from ..models import ModelSet
 from . import load_stubs

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from glotta.core.errors import invalid
 
-from ..engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
-from ..engine.tokenizer import encode_text
+from ..engine.interface import Engine, GenerationRequest, SamplingParams, StopConditions
+from ..engine.text_io import encode_text
 from ..generation import collect, gather_all
 from .library import Template
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from glotta.core.errors import GlottaError, invalid, rename_fields
 
-from ..engine.protocol import Chunk, GenerationRequest, PromptInfo, SamplingParams, StopConditions
+from ..engine.interface import Chunk, GenerationRequest, PromptInfo, SamplingParams, StopConditions
 
 # name: (Triton datatype, numpy dtype, dims)
 STANDARD_INPUTS = {

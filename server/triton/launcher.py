@@ -29,8 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from glotta.core.model_folder import ModelFolder
 from glotta.core.paths import cache_dir
+from glotta.modeling.model_folder import ModelFolder
 
 from .mpi import engine_world_size, mpirun_command
 from .watchdog import group_alive, stop_group

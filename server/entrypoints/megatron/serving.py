@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from ...bounds import SEED_MAX
-from ...engine.protocol import Engine, GenerationRequest, SamplingParams, StopConditions
+from ...engine.interface import Engine, GenerationRequest, SamplingParams, StopConditions
 from ...generation import collect, gather_all
 from .protocol import MegatronRequest, MegatronResponse
 

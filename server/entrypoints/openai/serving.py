@@ -18,8 +18,8 @@ from typing import AsyncIterator
 from glotta.core.errors import ErrorKind, GlottaError
 
 from ...bounds import SEED_MAX
-from ...engine.protocol import Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
-from ...errors import body as error_body
+from ...engine.interface import Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
+from ...error_responses import body as error_body
 from ...generation import collect, gather_all, stream
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from glotta.core.errors import invalid, not_found
 
-from ...engine.protocol import Engine
+from ...engine.interface import Engine
 from ...templates.library import Template
 from ...templates.runner import run
 from .protocol import TemplateRunRequest, TemplateRunResponse, TemplateSummary

@@ -56,7 +56,7 @@ class TritonPythonModel:
         self.engine = OnnxEngine(
             model_dir,
             name=args["model_name"],
-            int8=params.get("precision", "fp32") == "int8",
+            precision=params.get("precision", "fp32"),
             threads=int(params.get("threads") or 0) or None,
             policy=SchedulerPolicy.from_params(params),
         )

@@ -13,9 +13,10 @@ refuses a model without one.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from glotta.core.model_folder import ModelFolder
+from glotta.modeling.model_folder import ModelFolder
 
 from ..contract import REQUIRED_INPUTS, STANDARD_INPUTS
 from ..engine_targets import DEFAULT_TRTLLM, engine_sampling, target
@@ -94,7 +95,8 @@ def render(prefix: str, target_name: str, tokenizer_dir: str, engine_root: str =
 def write(repository: Path, prefix: str, tokenizer_model: str, trtllm_target: str = DEFAULT_TRTLLM) -> list[Path]:
     """Write both ensembles; `tokenizer_model` is the repository folder whose tokenizer and context they share."""
     tokenizer_dir = f"../{tokenizer_model}"
-    max_context = ModelFolder.open(repository / tokenizer_model).max_context
+    spec = ModelFolder.open(repository / tokenizer_model).spec
+    shared = replace(spec.tokenizer, file=f"{tokenizer_dir}/{spec.tokenizer.file}")
     written = []
     for target_name in ("fastertransformer", trtllm_target):
         for name, text in render(prefix, target_name, tokenizer_dir).items():
@@ -108,8 +110,7 @@ def write(repository: Path, prefix: str, tokenizer_model: str, trtllm_target: st
             else:  # the ensemble and the engine: an empty version folder that git keeps
                 (folder / "1" / ".tmp").write_text("")
                 if not name.endswith("-engine"):  # the ensemble: what the gateway needs to serve it
-                    ModelFolder.write(folder, {"n_positions": max_context,
-                                               "tokenizer": f"{tokenizer_dir}/tokenizer.json"})
+                    ModelFolder.write(folder, spec.with_(name=name, tokenizer=shared, card={}, source=None))
             written.append(folder)
     return written
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from glotta.core.errors import GlottaError
 
-from .common import console, fail
+from .common import check_old_spellings, console, fail, refuse_old_spellings
 
 
 def ports(base: int) -> tuple[int, int, int]:
@@ -20,8 +20,8 @@ def ports(base: int) -> tuple[int, int, int]:
 def _model_dir(spec: str, triton: bool) -> Path:
     """A model folder — or a Hugging Face folder (GPT-2 or Llama), converted once into the cache."""
     from glotta.core.errors import invalid
-    from glotta.core.model_folder import resolve_model
-    from glotta.server.engine.hf_import import cached_hf_model, is_hf_folder
+    from glotta.modeling.hf_folder import cached_hf_model, is_hf_folder
+    from glotta.modeling.model_folder import resolve_model
 
     if not is_hf_folder(spec):
         return resolve_model(spec)
@@ -45,9 +45,10 @@ def _engines(a: argparse.Namespace, dirs: list[Path]) -> list:
     if a.engine == "onnx":
         from glotta.server.engine.onnx_engine import load_engine
 
-        with console.status("loading models" + (" and deriving INT8 engines" if a.int8 else "")):
-            return [load_engine(d, int8=a.int8, threads=a.threads, policy=_policy(a)) for d in dirs]
-    from glotta.server.engine.triton_engine import TritonEngine
+        derived = f" and deriving {a.precision} engines" if a.precision != "fp32" else ""
+        with console.status("loading models" + derived):
+            return [load_engine(d, precision=a.precision, threads=a.threads, policy=_policy(a)) for d in dirs]
+    from glotta.server.triton.triton_engine import TritonEngine
 
     return [TritonEngine(a.triton_url, d) for d in dirs]
 
@@ -83,6 +84,7 @@ def _serve(a: argparse.Namespace) -> int:
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     triton = None
     try:
+        check_old_spellings(a)
         api_keys = ApiKeys.load(a.api_key, a.api_key_file)
         limits = _limits(a)
         _check_ports(a)
@@ -91,8 +93,8 @@ def _serve(a: argparse.Namespace) -> int:
         if a.triton_url:
             a.engine = "triton"
         elif a.engine == "triton":  # launch our own server on the repository, with just the served models
-            if a.int8:
-                console.print("[yellow]note:[/] --int8 is for the embedded engine; a Triton model's precision is "
+            if a.precision != "fp32":
+                console.print("[yellow]note:[/] --precision is for the embedded engine; a Triton model's precision is "
                               "the `precision` parameter of its config.pbtxt")
             triton = TritonServer(model_repository(), [d.name for d in dirs], *ports(a.triton_base_port),
                                   host=a.triton_host)
@@ -125,6 +127,7 @@ def _serve(a: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from glotta.modeling.engine_graph import PRECISIONS as ENGINE_PRECISIONS
     from glotta.server.engine.scheduling import SchedulerPolicy
     from glotta.server.limits import Limits
 
@@ -137,7 +140,10 @@ def register(sub) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address the REST and gRPC ports listen on (loopback: only this "
                    "machine; 0.0.0.0 for every interface, as the Docker image does)")
     s.add_argument("--port", type=int, default=5000, help="REST port")
-    s.add_argument("--int8", action="store_true", help="serve INT8 engines (derived and cached at first use)")
+    s.add_argument("--precision", choices=ENGINE_PRECISIONS, default="fp32", help="the embedded engine's: int8 serves "
+                   "INT8 weights per output column with dynamically quantized activations (derived and cached at first "
+                   "use)")
+    refuse_old_spellings(s, ("--int8",))
     s.add_argument("--threads", type=int, default=int(os.environ.get("GLOTTA_THREADS", "0")) or None,
                    help="ONNX Runtime threads per model (default: all cores; $GLOTTA_THREADS)")
     s.add_argument("--max-batch", type=int, default=policy.max_batch, help="rows in the running batch")

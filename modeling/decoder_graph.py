@@ -2,12 +2,14 @@
 
 Why build it rather than export it: the exported GPT-2 graph has ~260 nodes (Reshape, Transpose, Concat around every
 attention) and concatenates the key/value cache at every step; a decode step cost per-node overhead, not arithmetic.
-Here each layer is ~9 nodes — MatMul, GroupQueryAttention, SkipLayerNormalization, FastGelu (GPT-2) or
-SkipSimplifiedLayerNormalization + SwiGLU (Llama) — and GroupQueryAttention writes each new key/value in place into
-the caller's preallocated cache (`past_*` and `present_*` are bound to the same buffer, [B, KV, T_max, D]).
+Here each layer is ~9 nodes — MatMul, GroupQueryAttention, SkipLayerNormalization and FastGelu, or
+SkipSimplifiedLayerNormalization and SwiGLU — and GroupQueryAttention writes each new key/value in place into the
+caller's preallocated cache (`past_*` and `present_*` are bound to the same buffer, [B, KV, T_max, D]). The graph is
+built from the architecture's traits (spec.py: positions, norm, MLP, biases), never from a family's name: a family
+is its weight names (families/) and its traits.
 
 Signature:
-    input_ids [B, S] int64; position_ids [B, S] int64 (gpt2 only; Llama's RoPE positions come from seqlens_k)
+    input_ids [B, S] int64; position_ids [B, S] int64 (learned positions only; RoPE positions come from seqlens_k)
     seqlens_k [B] int32: per row, (tokens in the cache after this call) − 1
     total_sequence_length [] int32: max over rows of seqlens_k + 1
     logits_index [N] int64: rows of the flattened [B·S] positions whose logits are wanted
@@ -26,7 +28,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from glotta.core.atomic import AtomicFile
 
-from .decoder_spec import DecoderSpec, rope_tables
+from .rope import rope_tables
+from .spec import Architecture
 
 MS = "com.microsoft"
 GRAPH_VERSION = 2  # bump when the graph changes: cached graphs are keyed by it
@@ -88,12 +91,12 @@ class _Builder:
         return out
 
 
-def build_decoder(spec: DecoderSpec, weights: dict[str, np.ndarray], int8: bool = False) -> onnx.ModelProto:
+def build_decoder(spec: Architecture, weights: dict[str, np.ndarray], int8: bool = False) -> onnx.ModelProto:
     b = _Builder(weights, int8)
-    gpt2 = spec.family == "gpt2"
+    learned, layernorm, gelu = spec.positions == "learned", spec.norm == "layernorm", spec.mlp == "gelu"
     E, L = spec.n_embd, spec.n_layer
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]
-    if gpt2:
+    if learned:
         inputs.append(helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch", "seq"]))
     inputs += [
         helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
@@ -106,22 +109,22 @@ def build_decoder(spec: DecoderSpec, weights: dict[str, np.ndarray], int8: bool 
     outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, cache_shape) for n in present_names(L)]
 
     h = b.op("Gather", [b.w("embed"), "input_ids"])[0]
-    if gpt2:
+    if learned:
         h = b.op("Add", [h, b.op("Gather", [b.w("pos_embed"), "position_ids"])[0]])[0]
     rope: list[str] = []
-    if not gpt2:
+    if not learned:
         cos, sin = rope_tables(spec)
         rope = [b.const("rope_cos", cos), b.const("rope_sin", sin)]
     eps = spec.norm_eps
 
     def norm(x: str, i: str) -> str:
-        if gpt2:
+        if layernorm:
             return b.op("LayerNormalization", [x, b.w(f"{i}.w"), b.w(f"{i}.b")], axis=-1, epsilon=eps)[0]
         return b.op("SimplifiedLayerNormalization", [x, b.w(f"{i}.w")], axis=-1, epsilon=eps)[0]
 
     def skip_norm(x: str, residual: str, i: str, bias: str | None) -> tuple[str, str]:
         """(norm(x + bias + residual), x + bias + residual) in one node."""
-        if gpt2:
+        if layernorm:
             args = [x, residual, b.w(f"{i}.w"), b.w(f"{i}.b"), b.w(bias) if bias else ""]
             out = b.op("SkipLayerNormalization", args, n_out=4, domain=MS, epsilon=eps)
         else:
@@ -138,24 +141,24 @@ def build_decoder(spec: DecoderSpec, weights: dict[str, np.ndarray], int8: bool 
         b.nodes.append(helper.make_node(
             "GroupQueryAttention", gqa_inputs, [attn, f"present.{i}.key", f"present.{i}.value"],
             name=f"GroupQueryAttention_{i}", domain=MS, num_heads=spec.n_head, kv_num_heads=spec.n_kv_head,
-            do_rotary=int(not gpt2), rotary_interleaved=0))
+            do_rotary=int(not learned), rotary_interleaved=0))
         o = b.matmul(attn, f"{i}.o.w")
         x, h = skip_norm(o, h, f"{i}.ln2", f"{i}.o.b" if f"{i}.o.b" in weights else None)
-        if gpt2:
+        if gelu:
             up = b.matmul(x, f"{i}.up.w")
-            act = b.op("FastGelu", [up, b.w(f"{i}.up.b")], domain=MS)[0]
+            act = b.op("FastGelu", [up, *([b.w(f"{i}.up.b")] if spec.mlp_bias else [])], domain=MS)[0]
         else:
             gate_up = b.matmul(x, f"{i}.up.w")
             gate, up = b.op("Split", [gate_up], n_out=2, axis=-1, num_outputs=2)
             act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])[0]])[0], up])[0]
         down = b.matmul(act, f"{i}.down.w")
         nxt = "lnf" if i == L - 1 else f"{i + 1}.ln1"
-        x, h = skip_norm(down, h, nxt, f"{i}.down.b" if gpt2 else None)
+        x, h = skip_norm(down, h, nxt, f"{i}.down.b" if spec.mlp_bias else None)
     flat = b.op("Reshape", [x, b.const("flat_shape", np.array([-1, E], np.int64))])[0]
     picked = b.op("Gather", [flat, "logits_index"], axis=0)[0]
     b.matmul(picked, "lm_head", out="logits")
 
-    graph = helper.make_graph(b.nodes, f"glotta-{spec.family}-decoder", inputs, outputs, b.inits)
+    graph = helper.make_graph(b.nodes, "glotta-decoder", inputs, outputs, b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS, 1)],
                               producer_name="glotta", producer_version=str(GRAPH_VERSION))
     model.ir_version = 9

@@ -12,7 +12,7 @@ from .common import console, handles_errors, subcommands
 
 @handles_errors()
 def _train(a: argparse.Namespace) -> int:
-    from glotta.training.tokenizer import train
+    from glotta.training.tokenizer_training import train
 
     r = train(a.input, a.vocab_size, Path(a.output), a.json_key, a.max_chars, a.heldout_fraction, a.baseline)
     t = Table(title=f"fertility on {r['heldout_documents']} held-out documents (lower is better)")

@@ -10,7 +10,7 @@ from .common import err, handles_errors
 
 @handles_errors(RuntimeError)
 def _loadtest(a: argparse.Namespace) -> int:
-    from glotta.loadtests.report import render_report
+    from glotta.loadtests.loadtest_report import render_report
     from glotta.loadtests.run import run
 
     if a.report_from:

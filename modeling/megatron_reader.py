@@ -1,23 +1,28 @@
-"""Read Megatron GPT checkpoints (GPT-2 or Llama family, shape.py) into one canonical, unsharded set of weights.
+"""Read Megatron GPT checkpoints (any registered family) into one canonical, unsharded set of weights.
 
 Handles the legacy layout (`model.language_model.{embedding, encoder|transformer}`, `self_attention` or `attention`,
 `input_layernorm` or `input_norm`) and the Megatron-core layout (`decoder.layers.N.self_attention.linear_qkv`,
 TE-fused layer norms included), tensor-parallel shards (`mp_rank_00`, `mp_rank_01`, …) and pipeline stages
 (`mp_rank_XX_YYY`), the three fused-QKV row orders of checkpoint versions 0 / 1.0 / 2.0+, grouped query attention
 (QKV rows per group: the group's query heads, then its key, then its value), SwiGLU's fc1 (each rank holds its own
-[gate; up] halves), an untied output layer, and vocabulary padding. Anything else is refused with the reason.
-Weights stay in Megatron's naming and orientation; hf.py turns them into a `transformers` model.
+[gate; up] halves), q/k/v biases, an untied output layer, and vocabulary padding. Anything else is refused with the
+reason. Which tensors a layer needs follows from the architecture's traits (spec.py), not from a family's name.
+Weights stay in Megatron's naming and orientation; megatron_hf.py turns them into a `transformers` model.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .checkpoint import CheckpointError, iteration_dir, load
-from .shape import GPTShape, shape_from_args
+from glotta.core.megatron.checkpoint import CheckpointError, iteration_dir, load
+
+from .registry import for_megatron
+from .spec import Architecture
 
 ROW_PARALLEL = ("proj_w", "fc2_w")  # split along the input dimension
 COLUMN_PARALLEL = ("qkv_w", "qkv_b", "fc1_w", "fc1_b")  # split along the output dimension
@@ -35,9 +40,33 @@ CORE = {"input_layernorm.weight": "ln1_w", "input_layernorm.bias": "ln1_b",
         "mlp.linear_fc1.layer_norm_weight": "ln2_w", "mlp.linear_fc1.layer_norm_bias": "ln2_b",
         "mlp.linear_fc1.weight": "fc1_w", "mlp.linear_fc1.bias": "fc1_b", "mlp.linear_fc2.weight": "fc2_w",
         "mlp.linear_fc2.bias": "fc2_b"}
-NEEDED = {"gpt2": ("ln1_w", "ln1_b", "qkv_w", "qkv_b", "proj_w", "proj_b", "ln2_w", "ln2_b", "fc1_w", "fc1_b", "fc2_w",
-                   "fc2_b"),
-          "llama": ("ln1_w", "qkv_w", "proj_w", "ln2_w", "fc1_w", "fc2_w")}
+
+
+def needed(arch: Architecture) -> tuple[str, ...]:
+    """The canonical tensors every layer of this architecture holds."""
+    names = ["ln1_w", "qkv_w", "proj_w", "ln2_w", "fc1_w", "fc2_w"]
+    names += ["ln1_b", "ln2_b"] if arch.norm == "layernorm" else []
+    names += ["qkv_b"] if arch.qkv_bias else []
+    names += ["proj_b"] if arch.out_bias else []
+    names += ["fc1_b", "fc2_b"] if arch.mlp_bias else []
+    return tuple(names)
+
+
+@dataclass
+class MegatronCheckpoint:
+    """A checkpoint read whole: canonical weights, what the model is, and how the checkpoint was laid out."""
+
+    merged: dict
+    family: str
+    architecture: Architecture
+    args: Any  # its Megatron arguments (argparse.Namespace)
+    tp: int = 1  # tensor-parallel ranks
+    pp: int = 1  # pipeline stages
+    version: float = 3.0  # checkpoint_version (fused-QKV row order)
+
+    def summary(self) -> dict:
+        return {"family": self.family, **vars(self.architecture), "tp": self.tp, "pp": self.pp,
+                "version": self.version}
 
 
 def _rank_files(it_dir: Path) -> dict[tuple[int, int], Path]:
@@ -124,33 +153,31 @@ def checkpoint_args(path: str | Path):
     return _args(load(next(iter(_rank_files(iteration_dir(path)).values()))))
 
 
-def _model_shape(args, files: dict) -> GPTShape:
-    """The shape the arguments describe, or the reason Glotta cannot read it."""
+def architecture_of(args: Any, vocab: int | None = None) -> tuple[str, Architecture]:
+    """(family, architecture) that Megatron arguments describe (the padded vocabulary unless `vocab` is given); what
+    no family runs is a CheckpointError with the reason."""
     try:
-        shape = shape_from_args(args)
+        family = for_megatron(args)
+        arch = family.from_megatron(args)
     except ValueError as e:
         raise CheckpointError(str(e)) from None
-    if shape.family == "llama":
-        if float(getattr(args, "rotary_percent", 1.0) or 1.0) != 1.0:
-            raise CheckpointError(f"--rotary-percent {args.rotary_percent}: partial rotary embeddings are not supported")
-        if getattr(args, "rotary_interleaved", False):
-            raise CheckpointError("--rotary-interleaved is not supported (Hugging Face Llama rotates halves)")
-        if getattr(args, "use_rope_scaling", False):  # Megatron's Llama 3.1 scaling, its fixed constants
-            shape.rope_scaling = {"rope_type": "llama3", "factor": float(getattr(args, "rope_scaling_factor", 8.0)),
-                                  "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                  "original_max_position_embeddings": 8192}
-    shape.tp = max(t for t, _ in files) + 1
-    shape.pp = max(p for _, p in files) + 1
-    if shape.heads % shape.tp or shape.layers % shape.pp or shape.heads % shape.groups:
-        raise CheckpointError(f"{shape.heads} heads / {shape.groups} query groups / {shape.layers} layers do not "
-                              f"split over TP {shape.tp} × PP {shape.pp}")
-    if shape.groups % shape.tp:
-        raise CheckpointError(f"{shape.groups} query groups over TP {shape.tp}: replicated KV heads are not supported")
-    return shape
+    return family.name, replace(arch, vocab_size=vocab) if vocab else arch
 
 
-def _merge(name: str, shards: list[torch.Tensor], tp: int, family: str) -> torch.Tensor:
-    if name == "fc1_w" and family == "llama":  # every rank holds [its gate rows; its up rows]
+def _layout(args: Any, files: dict) -> tuple[str, Architecture, int, int]:
+    family, arch = architecture_of(args)
+    tp = max(t for t, _ in files) + 1
+    pp = max(p for _, p in files) + 1
+    if arch.n_head % tp or arch.n_layer % pp or arch.n_head % arch.n_kv_head:
+        raise CheckpointError(f"{arch.n_head} heads / {arch.n_kv_head} query groups / {arch.n_layer} layers do not "
+                              f"split over TP {tp} × PP {pp}")
+    if arch.n_kv_head % tp:
+        raise CheckpointError(f"{arch.n_kv_head} query groups over TP {tp}: replicated KV heads are not supported")
+    return family, arch, tp, pp
+
+
+def _merge(name: str, shards: list[torch.Tensor], tp: int, gated: bool) -> torch.Tensor:
+    if name in ("fc1_w", "fc1_b") and gated:  # every rank holds [its gate rows; its up rows]
         halves = [s.chunk(2, dim=0) for s in shards[:tp]]
         return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
     if name in COLUMN_PARALLEL or name in ("wte", "lm_head"):
@@ -160,39 +187,39 @@ def _merge(name: str, shards: list[torch.Tensor], tp: int, family: str) -> torch
     return shards[0]
 
 
-def read(path: str | Path, vocab_size: int | None = None) -> tuple[dict, GPTShape]:
-    """(canonical unsharded weights, model shape) of a checkpoint; `vocab_size` removes the vocabulary padding."""
+def read(path: str | Path, vocab_size: int | None = None) -> MegatronCheckpoint:
+    """A checkpoint's canonical unsharded weights and architecture; `vocab_size` removes the vocabulary padding."""
     files = _rank_files(iteration_dir(path))
     first = load(next(iter(files.values())))
-    shape = _model_shape(_args(first), files)
-    shape.version = float(first.get("checkpoint_version", 0))
-    if shape.groups != shape.heads and shape.version < 2.0:
-        raise CheckpointError(f"checkpoint_version {shape.version} predates grouped query attention")
-    tp, pp, layers = shape.tp, shape.pp, shape.layers
+    args = _args(first)
+    family, arch, tp, pp = _layout(args, files)
+    version = float(first.get("checkpoint_version", 0))
+    if arch.n_kv_head != arch.n_head and version < 2.0:
+        raise CheckpointError(f"checkpoint_version {version} predates grouped query attention")
+    layers = arch.n_layer
     ranks = {}
     for (t, p), f in files.items():
         state = first if (t, p) == next(iter(files)) else load(f)
-        ranks[(t, p)] = canonical_rank(state, shape.heads // tp, p * layers // pp)
+        ranks[(t, p)] = canonical_rank(state, arch.n_head // tp, p * layers // pp)
     merged: dict = {}
+    gated = arch.mlp == "swiglu"
     for key in {k for r in ranks.values() for k in r}:
         shards = [ranks[(t, p)][key] for p in range(pp) for t in range(tp) if key in ranks[(t, p)]]
-        merged[key] = _merge(key[1] if isinstance(key, tuple) else key, shards, tp, shape.family)
+        merged[key] = _merge(key[1] if isinstance(key, tuple) else key, shards, tp, gated)
     for i in range(layers):
-        missing = sorted(n for n in NEEDED[shape.family] if (i, n) not in merged)
+        missing = sorted(n for n in needed(arch) if (i, n) not in merged)
         if missing:
             raise CheckpointError(f"layer {i} lacks {missing}")
-    needed = ("wte", "wpe", "lnf_w", "lnf_b") if shape.family == "gpt2" else ("wte", "lnf_w")
-    needed += () if shape.tied else ("lm_head",)
-    for key in needed:
+    top = ("wte", "lnf_w") + (("lnf_b",) if arch.norm == "layernorm" else ()) + \
+        (("wpe",) if arch.positions == "learned" else ()) + (() if arch.tied_embeddings else ("lm_head",))
+    for key in top:
         if key not in merged:
             raise CheckpointError(f"no {key} in the checkpoint")
     if vocab_size:
         merged["wte"] = merged["wte"][:vocab_size]
         if "lm_head" in merged:
             merged["lm_head"] = merged["lm_head"][:vocab_size]
-    shape.vocab = merged["wte"].shape[0]
     fc1 = merged[(0, "fc1_w")].shape[0]
-    shape.ffn = fc1 // 2 if shape.family == "llama" else fc1
-    if "wpe" in merged:
-        shape.positions = merged["wpe"].shape[0]
-    return merged, shape
+    arch = replace(arch, vocab_size=merged["wte"].shape[0], intermediate_size=fc1 // 2 if gated else fc1,
+                   n_positions=merged["wpe"].shape[0] if "wpe" in merged else arch.n_positions)
+    return MegatronCheckpoint(merged, family, arch, args, tp, pp, version)

@@ -132,7 +132,7 @@ def _inspect(a: argparse.Namespace) -> int:
         ids = ds[a.doc].tolist()
         console.print(f"document {a.doc}: {len(ids)} tokens")
         if a.tokenizer:
-            from glotta.training.tokenizer import load_any
+            from glotta.training.tokenizer_training import load_any
 
             console.print(load_any(a.tokenizer).decode(ids, skip_special_tokens=False), markup=False)
         else:

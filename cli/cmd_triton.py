@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from .cmd_serve import ports
 from .common import console, fail, handles_errors, subcommands
-from .serve import ports
 
 
 @handles_errors(LookupError)
 def _start(a: argparse.Namespace) -> int:
-    from glotta.core.model_folder import resolve_model
     from glotta.core.paths import model_repository
+    from glotta.modeling.model_folder import resolve_model
     from glotta.server.triton.launcher import TritonLaunchError, TritonServer, cpu_models, detached_state
 
     repo = model_repository()

@@ -20,11 +20,11 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from glotta.core.errors import GlottaError, unavailable
-from glotta.core.model_folder import ModelFolder
+from glotta.modeling.model_folder import ModelFolder
 
-from ..triton.contract import ALL_INPUTS, ALL_OUTPUTS, chunk_from_arrays, request_to_arrays
-from .protocol import Chunk, GenerationRequest
-from .tokenizer import encode_prompt
+from ..engine.interface import Chunk, GenerationRequest
+from ..engine.text_io import encode_prompt
+from .contract import ALL_INPUTS, ALL_OUTPUTS, chunk_from_arrays, request_to_arrays
 
 log = logging.getLogger("glotta.engine.triton")
 # Several replicas: gRPC's own client-side load balancing spreads the calls round-robin over the connected ones, and

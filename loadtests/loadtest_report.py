@@ -9,6 +9,7 @@ import csv
 import html
 import io
 import json
+import re
 from pathlib import Path
 
 MAIN_TYPES = {"GET", "PUT", "POST"}
@@ -122,11 +123,17 @@ COLUMNS = [("users", "users", 0), ("requests", "requests", 0), ("failures", "fai
            ("prefix_cache_hit", "prefix cache hit", 2)]
 
 
+def duration_seconds(duration: str) -> float:
+    """Locust's --run-time spelling (30s, 2m, 1h) in seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", duration.strip())
+    if not m:
+        raise ValueError(f"--duration takes 30s, 2m or 1h, not {duration!r}")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 def render_report(out: Path) -> Path:
     meta = json.loads((out / "meta.json").read_text())
-    from .run import _seconds
-
-    seconds = _seconds(meta["duration"])
+    seconds = duration_seconds(meta["duration"])
     results: dict[str, list[dict]] = {}
     for run in meta["runs"]:
         results.setdefault(run["target"], []).append(summarize(out, run, min(run["wall_s"], seconds)))

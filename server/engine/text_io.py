@@ -10,7 +10,7 @@ from glotta.core.errors import context_exceeded, invalid
 from glotta.core.tokenizer import Tokenizer
 
 from ..bounds import prompt_fits
-from .protocol import GenerationRequest, check_request
+from .interface import GenerationRequest, check_request
 
 
 class IncrementalDetokenizer:
@@ -58,11 +58,12 @@ class IncrementalDetokenizer:
 INLINE_CHARS = 512  # a shorter prompt is tokenized on the event loop (~0.1 ms); a longer one in a worker thread
 
 
-async def encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
-    """Token ids of `text`, computed off the event loop when the text is long."""
+async def encode_text(tokenizer: Tokenizer, text: str, prompt: bool = True) -> list[int]:
+    """Token ids of `text` (`prompt`: with the tokenizer's own special tokens, as a prompt), computed off the event
+    loop when the text is long."""
     if len(text) <= INLINE_CHARS:
-        return tokenizer.encode(text)
-    return await asyncio.to_thread(tokenizer.encode, text)
+        return tokenizer.encode(text, special=prompt)
+    return await asyncio.to_thread(tokenizer.encode, text, prompt)
 
 
 async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
@@ -80,13 +81,14 @@ async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_contex
     if not prompt_fits(len(req.prompt), max_context, tokenizer.max_token_chars):
         raise context_exceeded(f"prompt of {len(req.prompt)} characters cannot fit in the model's context of "
                                f"{max_context} tokens", "prompt")
-    ids = await encode_text(tokenizer, req.prompt)
-    if tokenizer.bos_id is not None:  # the model was trained with every sequence starting so
-        ids = [tokenizer.bos_id, *ids]
-    if req.add_bos:
+    ids = await encode_text(tokenizer, req.prompt)  # with the tokenizer's own special tokens (a Llama's <s>)
+    if req.add_bos or not ids:
+        # Megatron's add_BOS prepends the end-of-document token; as OpenAI's API, an empty prompt is generated as
+        # from the beginning of a new document
+        if tokenizer.eod_id is None:
+            raise invalid("this model has no end-of-document token to start the prompt with: send a non-empty "
+                          "prompt", "add_bos" if req.add_bos else "prompt")
         ids = [tokenizer.eod_id, *ids]
-    if not ids:  # as OpenAI's API: an empty prompt is generated as from the beginning of a new document
-        ids = [tokenizer.eod_id]
     if len(ids) + req.max_new_tokens > max_context:
         raise context_exceeded(f"Length of prompt + max_new_tokens longer than allowed "
                                f"({len(ids)} + {req.max_new_tokens} > {max_context})", "max_new_tokens")
