@@ -269,7 +269,6 @@ def main() -> None:
     a = ap.parse_args()
 
     from glotta.modeling.model_folder import ModelFolder, resolve_model
-    from glotta.server.engine.decoder_spec import spec_from_meta
 
     model_dir = resolve_model(a.model, ROOT / "model_repository")
     if a.peer:
@@ -286,8 +285,7 @@ def main() -> None:
     http = http_figures(a.model, n, a.repeats, a.threads)
 
     med = lambda k: statistics.median(runs[k] if k in runs else http[k])  # noqa: E731
-    spec = spec_from_meta(ModelFolder.open(model_dir).meta)
-    flops_per_token = 2 * spec.parameters()
+    flops_per_token = 2 * ModelFolder.open(model_dir).spec.parameters
     rate = med("matmul flops")
     t = Table(title=f"{a.model}: greedy, {n} new tokens, {os.cpu_count()} cores, tokens/s, median of {a.repeats}")
     for col in ("batch / clients", "HF", "CT2 fp32", "CT2 int8", "Glotta fp32", "Glotta int8",

@@ -25,7 +25,7 @@ def _inputs(pairs: list[str]) -> dict[str, str]:
 
 def _run(a: argparse.Namespace) -> int:
     from glotta.clients.client import GlottaClient, GlottaError
-    from glotta.server.templates.evaluate import DataError, evaluate, save_chart, save_json
+    from glotta.clients.template_eval import DataError, evaluate, save_chart, save_json
 
     try:
         with GlottaClient(a.url) as client:

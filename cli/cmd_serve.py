@@ -18,7 +18,7 @@ def ports(base: int) -> tuple[int, int, int]:
 
 
 def _model_dir(spec: str, triton: bool) -> Path:
-    """A model folder — or a Hugging Face folder (GPT-2 or Llama), converted once into the cache."""
+    """A model folder — or a Hugging Face folder of a registered family, converted once into the cache."""
     from glotta.core.errors import invalid
     from glotta.modeling.hf_folder import cached_hf_model, is_hf_folder
     from glotta.modeling.model_folder import resolve_model

@@ -1,6 +1,6 @@
-"""Megatron checkpoint → TensorRT-LLM engine: a Hugging Face folder (GPT-2 or Llama), then TensorRT-LLM's own
-`convert_checkpoint.py` (examples/gpt or examples/llama) and `trtllm-build` with flags checked here (TensorRT-LLM has
-no direct Megatron input).
+"""Megatron checkpoint → TensorRT-LLM engine: a Hugging Face folder, then TensorRT-LLM's own `convert_checkpoint.py`
+(the examples folder the family's recipe names: gpt, llama, qwen) and `trtllm-build` with flags checked here
+(TensorRT-LLM has no direct Megatron input).
 
 The commands are written to `build.sh` so they can be read, kept and rerun inside the NGC TRT-LLM image; `--run`
 runs them when `trtllm-build` is on PATH. Flag names are those of TensorRT-LLM v0.14's `examples/gpt/
@@ -118,8 +118,9 @@ def write_calibration(plan: TrtllmPlan, limit: int = 512) -> int:
 def commands(plan: TrtllmPlan) -> list[list[str]]:
     quant = SMOOTHQUANT_FLAGS if plan.smoothquant else QUANT_FLAGS[base(plan.precision)]
     dtype = "bfloat16" if base(plan.precision) == "bf16" else "float16"
-    convert = ["python3", "${EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir), *plan.recipe.convert_flags,
-               "--dtype", dtype, "--tp_size", str(plan.tp), "--output_dir", str(plan.checkpoint_dir), *quant]
+    convert = ["python3", "${EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir),
+               *plan.recipe.convert_flags, "--dtype", dtype, "--tp_size", str(plan.tp), "--output_dir",
+               str(plan.checkpoint_dir), *quant]
     if plan.int8_kv_cache:
         convert.append("--int8_kv_cache")
     if plan.calibrates:

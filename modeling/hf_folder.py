@@ -25,7 +25,7 @@ from glotta.core.paths import cache_dir, content_digest
 
 from .decoder_graph import GRAPH_VERSION, build_decoder, save_decoder
 from .engine_graph import WEIGHTS
-from .registry import for_hf_config
+from .registry import for_hf_config, get
 from .safetensors import read_safetensors, weight_files
 from .spec import SCHEMA_VERSION, ModelSpec
 from .special_tokens import TOKENIZER_FILES, resolve
@@ -69,8 +69,6 @@ def convert_hf_folder(src: str | Path, out: str | Path, source: str | Path | Non
         for f in files:
             state |= read_safetensors(f)
             progress.advance(task)
-        from .registry import get
-
         graph = build_decoder(spec.architecture, get(spec.family).hf_weights(state, spec.architecture))
         progress.advance(task)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,9 @@ class Family:
     hf_state_from_megatron: Callable[[dict, Architecture], dict]
     megatron_state: Callable[[Any], dict]
     trtllm: TrtllmRecipe
+    # transformers' tokenizer class for the family's model_type, and its special-token defaults (the class's
+    # __init__), used where tokenizer_config.json names none
+    hf_tokenizer: tuple[str, dict[str, str]] = ("", {})
     fastertransformer: str | None = None  # None: FasterTransformer's GPT runs it; else why it cannot
     description: str = ""
     exchange: bool = False  # the family of the exchange ONNX graphs (torch-exported, `past_key_values`)
@@ -83,6 +86,16 @@ def get(name: str, where: str = "family") -> Family:
         raise invalid(f"{where}: family {name!r} is not one Glotta serves (families: {', '.join(sorted(families))})",
                       "family")
     return families[name]
+
+
+def tokenizer_defaults(tokenizer_class: str | None, model_type: str | None) -> dict[str, str]:
+    """The special tokens a transformers tokenizer class sets by default: the class tokenizer_config.json names, else
+    the one AutoTokenizer picks for config.json's model_type (tokenization_auto.py's TOKENIZER_MAPPING)."""
+    cls = (tokenizer_class or "").removesuffix("Fast")
+    for f in _load().values():
+        if f.hf_tokenizer[0] == cls or (not cls and f.hf_model_type == model_type):
+            return dict(f.hf_tokenizer[1])
+    return {}
 
 
 def exchange_family() -> Family:

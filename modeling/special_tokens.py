@@ -1,11 +1,11 @@
 """A Hugging Face folder's tokenizer, taken at its word: the prompt ids and special tokens `transformers` itself uses.
 
-Prompt ids are what the folder's tokenizer produces with its own post-processor — never a BOS inferred from the
-post-processor's class. Where `transformers` replaces that post-processor, so does Glotta, by its rule
-(transformers/tokenization_utils_tokenizers.py, `TokenizersBackend.__init__` and `update_post_processor`): when
-tokenizer_config.json sets `add_bos_token` or `add_eos_token`, or tokenizer.json has no post-processor, prompts get
-`[bos] $A [eos]` as those flags say (both off unless set). The served folder's tokenizer.json is written with that
-effective post-processor, so the engine encodes with the tokenizer's own special tokens and nothing else.
+Prompt ids are what the folder's tokenizer.json produces with its own post-processor — the special tokens it adds
+are observed by encoding, never inferred from the post-processor's class. That is transformers 5's rule
+(tokenization_utils_base.py `_from_pretrained` drops tokenizer_config.json's `add_bos_token`/`add_eos_token` when a
+tokenizer.json exists; tokenization_utils_tokenizers.py keeps the file's post-processor, and with none adds
+nothing). transformers 4 let those flags rewrite a Llama's post-processor; where the flags and the tokenizer.json
+disagree, Glotta follows the file and says so in a warning.
 
 The special tokens' names, in transformers' order of precedence (tokenization_utils_base.py `_from_pretrained`):
 tokenizer_config.json, or special_tokens_map.json where the config has no `added_tokens_decoder` (its legacy path),
@@ -24,21 +24,13 @@ from pathlib import Path
 
 from glotta.core.errors import invalid
 
+from .registry import tokenizer_defaults
 from .spec import TokenizerSpec
 
 log = logging.getLogger("glotta.modeling")
 # every file that shapes how the served model tokenizes and stops (the conversion cache is keyed on all of them)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
                    "chat_template.jinja", "chat_template.json")
-# the tokenizer classes' own defaults (transformers 5: models/gpt2/tokenization_gpt2.py, models/llama/
-# tokenization_llama.py, models/qwen2/tokenization_qwen2.py), used when tokenizer_config.json names none
-CLASS_DEFAULTS = {
-    "GPT2Tokenizer": {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
-    "LlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
-    "Qwen2Tokenizer": {"eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
-}
-
-
 @dataclass
 class ResolvedTokenizer:
     tokenizer_json: dict  # with the post-processor transformers would use
@@ -62,10 +54,9 @@ def _content(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def special_token_names(tcfg: dict, stmap: dict) -> dict[str, str | None]:
+def special_token_names(tcfg: dict, stmap: dict, model_type: str | None = None) -> dict[str, str | None]:
     """bos/eos/pad/unk names as transformers resolves them."""
-    cls = (tcfg.get("tokenizer_class") or "").removesuffix("Fast")
-    names = dict(CLASS_DEFAULTS.get(cls, {}))
+    names = tokenizer_defaults(tcfg.get("tokenizer_class"), model_type)
     sources = [tcfg] if "added_tokens_decoder" in tcfg else [tcfg, stmap]  # the map overrides on the legacy path
     for source in sources:
         for key in ("bos_token", "eos_token", "pad_token", "unk_token"):
@@ -74,28 +65,27 @@ def special_token_names(tcfg: dict, stmap: dict) -> dict[str, str | None]:
     return {k: names.get(k) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
 
 
-def _template(bos: str | None, eos: str | None, vocab: dict[str, int]) -> dict:
-    """transformers' `update_post_processor` template, in tokenizer.json's form."""
-    single, pair, specials = [], [], {}
-    for token, where in ((bos, "bos"), (eos, "eos")):
-        if token is not None:
-            specials[token] = {"id": token, "ids": [vocab[token]], "tokens": [token]}
-    if bos:
-        single.append({"SpecialToken": {"id": bos, "type_id": 0}})
-    single.append({"Sequence": {"id": "A", "type_id": 0}})
-    if eos:
-        single.append({"SpecialToken": {"id": eos, "type_id": 0}})
-    pair = [*single, *([{"SpecialToken": {"id": bos, "type_id": 1}}] if bos else []),
-            {"Sequence": {"id": "B", "type_id": 1}}, *([{"SpecialToken": {"id": eos, "type_id": 1}}] if eos else [])]
-    return {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials}
-
-
 def _vocab(tok: dict) -> dict[str, int]:
     vocab = dict(tok.get("model", {}).get("vocab") or {}) if isinstance(tok.get("model", {}).get("vocab"), dict) else {}
     if isinstance(tok.get("model", {}).get("vocab"), list):  # Unigram: [[piece, score], ...]
         vocab = {piece: i for i, (piece, _) in enumerate(tok["model"]["vocab"])}
     vocab |= {a["content"]: a["id"] for a in tok.get("added_tokens", [])}
     return vocab
+
+
+def _added_specials(tok: dict) -> tuple[list[int], list[int]]:
+    """The ids tokenizer.json's post-processor puts before and after a prompt, seen by encoding one."""
+    from tokenizers import Tokenizer
+
+    try:
+        t = Tokenizer.from_str(json.dumps(tok))
+    except Exception:  # noqa: BLE001 — an unreadable tokenizer is refused where it is loaded, with its error
+        return [], []
+    plain, full = t.encode("a", add_special_tokens=False).ids, t.encode("a").ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i], full[i + len(plain):]
+    return [], []
 
 
 def _eos_ids(cfg: dict, gcfg: dict) -> tuple[list[int], str]:
@@ -116,16 +106,19 @@ def resolve(folder: str | Path, cfg: dict | None = None) -> ResolvedTokenizer:
     tcfg, stmap = _read(folder / "tokenizer_config.json"), _read(folder / "special_tokens_map.json")
     cfg = cfg if cfg is not None else _read(folder / "config.json")
     gcfg = _read(folder / "generation_config.json")
-    names = special_token_names(tcfg, stmap)
-    vocab, by_id = _vocab(tok), {}
+    names = special_token_names(tcfg, stmap, cfg.get("model_type"))
+    vocab = _vocab(tok)
     by_id = {i: t for t, i in vocab.items()}
     warnings: list[str] = []
 
-    add_bos, add_eos = bool(tcfg.get("add_bos_token", False)), bool(tcfg.get("add_eos_token", False))
-    if "add_bos_token" in tcfg or "add_eos_token" in tcfg or tok.get("post_processor") is None:
-        bos = names["bos_token"] if add_bos and names["bos_token"] in vocab else None
-        eos = names["eos_token"] if add_eos and names["eos_token"] in vocab else None
-        tok = {**tok, "post_processor": _template(bos, eos, vocab)}
+    before, after = _added_specials(tok)
+    for flag, ids, token in (("add_bos_token", before[:1], names["bos_token"]),
+                             ("add_eos_token", after[-1:], names["eos_token"])):
+        adds = bool(ids) if token is None else token in vocab and ids == [vocab[token]]
+        if flag in tcfg and bool(tcfg[flag]) != adds:
+            warnings.append(f"tokenizer_config.json sets {flag} {str(bool(tcfg[flag])).lower()} but tokenizer.json "
+                            f"{'adds' if adds else 'does not add'} {token or 'one'!r}: prompts follow tokenizer.json, "
+                            f"as transformers ≥ 5 does")
 
     ids, source = _eos_ids(cfg, gcfg)
     eos_tokens = [by_id[i] for i in ids if i in by_id]

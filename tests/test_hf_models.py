@@ -15,18 +15,10 @@ from glotta.server.engine.onnx_engine import OnnxEngine
 from glotta.server.triton.launcher import TritonServer
 
 from .conftest import FR, REPO, Gateway, assert_hf_parity, engine_greedy, free_port, hf_greedy
+from .hf_folders import peak
 
 PROMPTS = ["Il était une fois", "Debian est une distribution libre", "Le", "Pour configurer le réseau, éditez"]
 TOKENIZER = REPO / FR / "tokenizer.json"  # ids 0 = <|endoftext|>
-
-
-def _peak(model, scale: float) -> None:
-    """Larger random weights: greedy choices far from ties, and text that wanders over many tokens."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.normal_(0, scale)
 
 
 def _save(model, path):
@@ -42,7 +34,7 @@ def hf_gpt2(tmp_path_factory):
     cfg = GPT2Config(vocab_size=8192, n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=0,
                      eos_token_id=0)
     model = GPT2LMHeadModel(cfg).eval()
-    _peak(model, 0.3)
+    peak(model, 0.3)
     return _save(model, tmp_path_factory.mktemp("hf") / "tiny-gpt2"), model
 
 
@@ -56,7 +48,7 @@ def hf_llama(tmp_path_factory):
                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
                       tie_word_embeddings=False, bos_token_id=0, eos_token_id=0, rms_norm_eps=1e-5)
     model = LlamaForCausalLM(cfg).eval()
-    _peak(model, 0.25)
+    peak(model, 0.25)
     return _save(model, tmp_path_factory.mktemp("hf") / "tiny-llama"), model
 
 

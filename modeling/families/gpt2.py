@@ -26,7 +26,8 @@ def traits() -> Architecture:
 def from_hf_config(cfg: dict) -> Architecture:
     e = cfg["n_embd"]
     return replace(traits(), vocab_size=cfg["vocab_size"], n_layer=cfg["n_layer"], n_embd=e, n_head=cfg["n_head"],
-                   n_kv_head=cfg["n_head"], n_positions=cfg["n_positions"], intermediate_size=cfg.get("n_inner") or 4 * e,
+                   n_kv_head=cfg["n_head"], n_positions=cfg["n_positions"],
+                   intermediate_size=cfg.get("n_inner") or 4 * e,
                    norm_eps=cfg.get("layer_norm_epsilon", 1e-5),
                    tied_embeddings=cfg.get("tie_word_embeddings", True))
 
@@ -131,5 +132,8 @@ register(Family(
     megatron_state=megatron_state,
     # tensorrt_llm/models/gpt/model.py: GPTForCausalLM.from_hugging_face (gpt_variant "gpt2")
     trtllm=TrtllmRecipe("GPTForCausalLM", "gpt", ("--gpt_variant", "gpt2")), fastertransformer=None,
+    # transformers 5: models/gpt2/tokenization_gpt2.py
+    hf_tokenizer=("GPT2Tokenizer", {
+        "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}),
     description="learned_absolute positions, LayerNorm, GELU, biases", exchange=True,
     megatron_legacy=True))

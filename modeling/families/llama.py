@@ -83,8 +83,8 @@ def hf_weights(state: dict, arch: Architecture) -> dict[str, np.ndarray]:
             w[f"{i}.o.b"] = f32(state, a + "o_proj.bias")
         w[f"{i}.ln1.w"] = f32(state, p + "input_layernorm.weight")
         w[f"{i}.ln2.w"] = f32(state, p + "post_attention_layernorm.weight")
-        w[f"{i}.up.w"] = np.concatenate([f32_t(state, p + "mlp.gate_proj.weight"), f32_t(state, p + "mlp.up_proj.weight")],
-                                        axis=1)
+        w[f"{i}.up.w"] = np.concatenate([f32_t(state, p + "mlp.gate_proj.weight"),
+                                         f32_t(state, p + "mlp.up_proj.weight")], axis=1)
         w[f"{i}.down.w"] = f32_t(state, p + "mlp.down_proj.weight")
     return w
 
@@ -164,4 +164,7 @@ register(Family(
     megatron_state=megatron_state,
     # tensorrt_llm/models/llama/model.py: LLaMAForCausalLM.from_hugging_face
     trtllm=TrtllmRecipe("LLaMAForCausalLM", "llama"), fastertransformer=FT_REASON,
+    # transformers 5: models/llama/tokenization_llama.py
+    hf_tokenizer=("LlamaTokenizer", {
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),
     description="rope, RMSNorm, swiglu, no biases (--disable-bias-linear)"))

@@ -125,7 +125,7 @@ class OnnxEngine:
 
     def _enqueue(self, req: GenerationRequest, ids: list[int]) -> Row:
         row = Row(req=req, prompt_ids=ids, loop=asyncio.get_running_loop(), queue=asyncio.Queue(),
-                  sampler=Sampler(req.sampling), detok=IncrementalDetokenizer(self.tokenizer),
+                  sampler=Sampler(req.sampling), detok=IncrementalDetokenizer(self.tokenizer, prompt_ids=ids),
                   stopper=TextStopper(req.stop), group=req.group or None,
                   first_key=self.prefix.first_key(ids) if self.prefix is not None else None)
         self._incoming.append(row)  # the worker files it into the fair queue: only it touches that queue

@@ -20,12 +20,16 @@ class IncrementalDetokenizer:
     decode a short window and only release text once it no longer ends in an incomplete character.
     """
 
-    def __init__(self, tokenizer: Tokenizer, skip_special: bool = True) -> None:
+    CONTEXT = 5  # prompt tokens decoded before the first generated one (as vLLM's detokenizer)
+
+    def __init__(self, tokenizer: Tokenizer, skip_special: bool = True, prompt_ids: list[int] = ()) -> None:
         self.tok = tokenizer
         self.skip_special = skip_special
-        self.ids: list[int] = []
+        # the window starts inside the prompt: a decoder that strips the text's first space (SentencePiece's
+        # Metaspace, a Llama's) then keeps the space before the first generated word
+        self.ids: list[int] = list(prompt_ids[-self.CONTEXT:])
         self._prefix = 0  # start of the window whose text was already released
-        self._read = 0  # end of released tokens
+        self._read = len(self.ids)  # end of released tokens
         # byte-level BPE: each token is bytes; an incremental UTF-8 decoder holds back an incomplete character
         self._bytes = tokenizer.token_bytes
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace") if self._bytes is not None else None

@@ -41,9 +41,12 @@ async def generate(engine: Engine, req: MegatronRequest) -> MegatronResponse:
             *(collect(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(req.prompts))
         )
     texts, segments, logprobs = [], [], []
-    for r in results:
+    for prompt, r in zip(req.prompts, results):
         ids = r.prompt_ids + r.token_ids
-        texts.append(engine.detokenize(ids))  # as Megatron: the whole sequence, EOD included when generated
+        # the prompt as sent, then the generated text: special tokens only where asked for (add_BOS's token), never
+        # the tokenizer's own <s> or a generated end token (Megatron decodes the whole sequence, EOD included)
+        bos = engine.detokenize(r.prompt_ids[:1]) if req.add_BOS else ""
+        texts.append(bos + prompt + r.text)
         segments.append(engine.token_strings(ids))
         if req.logprobs:
             logprobs.append((r.prompt_logprobs or []) + r.logprobs)

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from glotta.clients.client import AsyncGlottaClient
+from .client import AsyncGlottaClient
 
 
 class DataError(ValueError):
