@@ -100,6 +100,7 @@ def test_qwen2_reuses_prefixes_with_identical_results(served, tmp_path, monkeypa
 def _train(model, tok, steps: int = 300) -> None:
     """A few hundred steps on the repository's French and Spanish text from the default initialization: weights
     with a trained model's scale (INT8 agreement is meaningless on random ones)."""
+    torch.set_num_threads(1)  # one core: the other test worker (a gateway under load, perhaps) keeps the other
     model.apply(model._init_weights)
     stream = [i for t in training_texts() for i in tok(t)["input_ids"] + [tok.eos_token_id]]
     data = torch.tensor(stream[: len(stream) // 64 * 64]).view(-1, 64)

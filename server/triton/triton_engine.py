@@ -30,6 +30,7 @@ log = logging.getLogger("glotta.engine.triton")
 # Several replicas: gRPC's own client-side load balancing spreads the calls round-robin over the connected ones, and
 # its client-side health checking (grpc.health.v1) takes a replica out while it reports NOT_SERVING (a server that
 # does not offer the health service counts as healthy; a dead one drops out when its connection fails).
+LATE_CHECKS = 3  # readiness checks that time out in a row before the model counts as unavailable
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
 
 
@@ -71,6 +72,7 @@ class TritonEngine:
         self._decoupled = True
         self._batch_dim = False
         self._ready = False
+        self._late = 0  # readiness checks in a row that timed out
         self._inflight = 0
         self._waiting = 0
         self._watch: asyncio.Task | None = None
@@ -117,8 +119,15 @@ class TritonEngine:
                 self._decoupled = bool(policy.get("decoupled", False))
                 self._batch_dim = int(config["config"].get("max_batch_size", 0)) > 0
                 log.info("triton model %s ready at %s", self.name, self.url)
-            self._ready = bool(ready)
+            self._ready, self._late = bool(ready), 0
         except (InferenceServerException, grpc.RpcError, OSError) as e:
+            # a server too busy to answer within the poll's deadline is not a down one: a loaded CPU machine
+            # answers late while it generates. A refused connection, or LATE_CHECKS late answers in a row, are.
+            late = "DEADLINE_EXCEEDED" in str(e)
+            self._late = self._late + 1 if late else 0
+            if late and self._ready and self._late < LATE_CHECKS:
+                log.info("triton model %s answered its readiness check late (%d in a row)", self.name, self._late)
+                return
             if self._ready:
                 log.warning("triton model %s unavailable: %s", self.name, e)
             self._ready = False
