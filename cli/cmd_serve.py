@@ -102,7 +102,14 @@ def _serve(a: argparse.Namespace) -> int:
             with console.status("waiting for tritonserver to be ready"):
                 triton.start()
             a.triton_url = [triton.grpc_url]
-        models = ModelSet(_engines(a, dirs), default=a.default_model)
+        engines = _engines(a, dirs)
+        if a.chat_template:
+            from glotta.modeling.chat_template import ChatTemplate
+            from glotta.modeling.model_folder import ModelFolder
+
+            for engine, d in zip(engines, dirs):
+                engine.chat_template = ChatTemplate.from_file(a.chat_template, ModelFolder.open(d).special_token_texts())
+        models = ModelSet(engines, default=a.default_model)
     except (GlottaError, OSError, ValueError, TritonLaunchError) as e:
         if triton is not None:
             triton.stop()
@@ -155,6 +162,8 @@ def register(sub) -> None:
     s.add_argument("--prefix-cache-mb", type=int, default=policy.prefix_cache_mb,
                    help="memory for the KV cache of shared prompt prefixes, per model (LRU)")
     s.add_argument("--no-prefix-cache", action="store_true", help="compute every prompt in full")
+    s.add_argument("--chat-template", metavar="FILE", help="a Jinja chat template for /v1/chat/completions, used "
+                   "instead of the models' own (chat_template.jinja, tokenizer_config.json's `chat_template`)")
     s.add_argument("--speculate", type=int, default=policy.speculate, metavar="K",
                    help="n-gram speculation: a greedy request decoding alone drafts up to K tokens from its own text "
                    "and verifies them in one pass (same output, fewer passes where text repeats; 0: off)")

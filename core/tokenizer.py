@@ -107,6 +107,14 @@ class Tokenizer:
             p = self._piece_cache[token_id] = self._tok.decode([token_id], skip_special_tokens=False)
         return p
 
+    def alternative_key(self, token_id: int) -> str:
+        """A token as an alternative in a top-log-probs map: its text, or — for part of a character, whose text would
+        be U+FFFD for several tokens at once — OpenAI's `bytes:\\xe2\\x80` spelling of its bytes."""
+        p = self.piece(token_id)
+        if "\ufffd" in p and self.token_bytes is not None:
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in self.token_bytes[token_id])
+        return p
+
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte ↔ printable character table (byte-level BPE stores bytes as these characters)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from glotta.core.errors import not_found
 from glotta.core.paths import model_repository
@@ -17,6 +18,9 @@ from glotta.core.tokenizer import Tokenizer, copy_tokenizer_files
 
 from .engine_graph import WEIGHTS
 from .spec import META, ModelSpec
+
+if TYPE_CHECKING:
+    from .chat_template import ChatTemplate
 
 
 @dataclass
@@ -60,6 +64,21 @@ class ModelFolder:
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer(self.tokenizer_path, self.spec.tokenizer.eos_tokens)
+
+    def special_token_texts(self) -> dict[str, str]:
+        """bos/eos/unk/pad as a chat template sees them: the folder's tokenizer_config.json (transformers' order,
+        special_tokens.py) when it has one, else the spec's."""
+        from .special_tokens import folder_token_names
+
+        t = self.spec.tokenizer
+        names = folder_token_names(self.path) or {"bos_token": t.bos_token, "pad_token": t.pad_token,
+                                                 "eos_token": t.eos_tokens[0] if t.eos_tokens else None}
+        return {k: v for k, v in names.items() if v is not None}
+
+    def chat_template(self) -> "ChatTemplate | None":
+        from .chat_template import ChatTemplate
+
+        return ChatTemplate.from_folder(self.path, self.special_token_texts())
 
 
 def resolve_model(spec: str, repository: Path | None = None) -> Path:

@@ -73,6 +73,16 @@ def _vocab(tok: dict) -> dict[str, int]:
     return vocab
 
 
+def folder_token_names(folder: str | Path) -> dict[str, str | None] | None:
+    """The special tokens' names a folder's tokenizer_config.json (and special_tokens_map.json) give, or None when it
+    has neither file."""
+    folder = Path(folder)
+    tcfg, stmap = _read(folder / "tokenizer_config.json"), _read(folder / "special_tokens_map.json")
+    if not tcfg and not stmap:
+        return None
+    return special_token_names(tcfg, stmap, _read(folder / "config.json").get("model_type"))
+
+
 def _added_specials(tok: dict) -> tuple[list[int], list[int]]:
     """The ids tokenizer.json's post-processor puts before and after a prompt, seen by encoding one."""
     from tokenizers import Tokenizer

@@ -14,6 +14,7 @@ from . import error_responses as errors
 from . import metrics, openapi
 from .auth import ApiKeys
 from .entrypoints import docs, health
+from .entrypoints.chat.api_router import router as chat_router
 from .entrypoints.megatron.api_router import router as megatron_router
 from .entrypoints.openai.api_router import router as openai_router
 from .entrypoints.playground.api_router import router as playground_router
@@ -75,6 +76,7 @@ def create_app(models: ModelSet, grpc_port: int | None = None, grpc_host: str = 
     openapi.install(app, api_keys.required)
     app.include_router(megatron_router)
     app.include_router(openai_router)
+    app.include_router(chat_router)
     app.include_router(templates_router)
     app.include_router(health.router)
     app.include_router(playground_router)

@@ -76,6 +76,22 @@ def triton_gateway(tmp_path_factory, triton) -> Gateway:
     gw.stop()
 
 
+@pytest.fixture(scope="session")
+def chat_gateway(tmp_path_factory):
+    """(folder, model, gateway): a Hugging Face Qwen2 folder with the real Qwen2.5 chat template, beside the shipped
+    French model, behind one `glotta serve`."""
+    from .hf_folders import hf_folder
+
+    root = tmp_path_factory.mktemp("chat")
+    folder, model, _ = hf_folder("qwen2", root / "qwen2")
+    shutil.copy(ROOT / "tests" / "fixtures" / "public_configs" / "qwen2.5-0.5b-instruct" / "chat_template.jinja",
+                folder / "chat_template.jinja")
+    gw = Gateway(["--model", str(folder), "--model", FR, "--threads", "1"], root / "serve.log",
+                 env={"GLOTTA_CACHE": str(root / "cache"), "GLOTTA_MODEL_REPOSITORY": str(REPO)})
+    yield folder, model, gw
+    gw.stop()
+
+
 @pytest.fixture()
 def http(gateway) -> httpx.Client:
     with httpx.Client(base_url=gateway.url, timeout=120) as c:

@@ -113,6 +113,32 @@ def test_template_run_shows_answer_prompt_and_scores(browser, gateway, tmp_path)
     assert page.locator("[data-testid=input-hypothesis]").count() == 1
 
 
+def test_chat_for_models_with_a_chat_template(browser, chat_gateway, tmp_path):
+    """The chat section is there for a model with a chat template, not for one without; two turns stream the
+    assistant's answers, each what /v1/chat/completions answers the same conversation."""
+    _, _, gw = chat_gateway
+    page = _page(browser, gw.url)
+    page.select_option("[data-testid=model]", "glotta-fr-tiny")
+    assert page.locator("[data-testid=chat-section]").is_hidden()
+    page.select_option("[data-testid=model]", "qwen2")
+    assert page.locator("[data-testid=chat-section]").is_visible()
+    page.fill("[data-testid=max-tokens]", "12")
+    page.fill("[data-testid=temperature]", "0")
+    conversation = []
+    for turn in ("Bonjour ! Où est la gare ?", "Et la bibliothèque ?"):
+        page.fill("[data-testid=chat-input]", turn)
+        page.click("[data-testid=send]")
+        n = len(conversation) // 2 + 1
+        until(page, f"document.querySelectorAll('[data-testid=msg-assistant][data-done]').length === {n}")
+        conversation.append({"role": "user", "content": turn})
+        expected = httpx.post(gw.url + "/v1/chat/completions", json={
+            "model": "qwen2", "messages": conversation, "max_tokens": 12, "temperature": 0}, timeout=60).json()
+        answer = expected["choices"][0]["message"]["content"]
+        assert page.locator("[data-testid=msg-assistant]").nth(n - 1).text_content() == answer
+        conversation.append({"role": "assistant", "content": answer})
+    page.screenshot(path=str(tmp_path / "chat.png"))
+
+
 def test_api_errors_read_as_plain_words(browser, gateway, tmp_path):
     page = _page(browser, gateway.url)
     page.fill("[data-testid=max-tokens]", "100000")

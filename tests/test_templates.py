@@ -110,6 +110,24 @@ def test_generate_mode_round_trip(http):
     assert len(listing) == len(list(BUILTIN.glob("*.yaml")))
 
 
+def test_generate_mode_with_labels_answers_only_its_labels(http):
+    """A template with labels run in generate mode decodes only its label words (the structured-output mask); the
+    same prompts left free wander off-label with this small model — the constraint is what keeps them on."""
+    template = http.get("/v1/templates/sentiment-fr").json()
+    words = {w for ws in template["verbalizer"].values() for w in ws}
+    texts = ["Un film magnifique, je le reverrai.", "Ennuyeux du début à la fin.", "Les acteurs jouent faux.",
+             "Une histoire touchante et drôle.", "Je n'ai rien compris au scénario."]
+    off_label = 0
+    for text in texts:
+        out = http.post("/v1/templates/sentiment-fr/run", json={"inputs": {"text": text}, "mode": "generate",
+                                                                 "k": 2}).json()
+        assert out["answer"] in words and out["label"] in template["verbalizer"], out
+        free = http.post("/v1/completions", json={"prompt": out["prompt"], "max_tokens": 6, "temperature": 0,
+                                                   "stop": ["\n"]}).json()["choices"][0]["text"].strip()
+        off_label += free not in words
+    assert off_label > 0
+
+
 @pytest.mark.parametrize("path,body,status,param", [
     ("/v1/templates/nope/run", {"inputs": {}}, 404, "name"),
     ("/v1/templates/sentiment-fr/run", {"inputs": {}}, 400, "inputs.text"),

@@ -103,6 +103,30 @@ def test_gateway_via_triton_matches_embedded_engine(gateway, triton_gateway):
     assert "".join(e["choices"][0]["text"] for e in events) == a
 
 
+def test_structured_outputs_penalties_and_token_prompts_through_triton(gateway, triton_gateway):
+    """The Triton CPU model takes the same constraint, penalties, logit bias and token-id prompt (new optional
+    tensors of the contract): gateway → Triton answers what the embedded engine answers."""
+    schema = {"type": "object", "properties": {"ville": {"enum": ["Paris", "Lyon"]}, "n": {"type": "integer"}},
+              "required": ["ville", "n"], "additionalProperties": False}
+    bodies = [
+        {"prompt": "Réponse :", "max_tokens": 40, "temperature": 0, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "r", "schema": schema}}},
+        {"prompt": "Le film est", "max_tokens": 6, "temperature": 1, "seed": 5, "n": 3,
+         "guided_choice": [" bon", " mauvais"]},
+        {"prompt": [5, 77, 300], "max_tokens": 12, "temperature": 0, "presence_penalty": 1.5,
+         "frequency_penalty": 1.0, "repetition_penalty": 1.3, "logit_bias": {"42": 5.0}},
+    ]
+    for body in bodies:
+        a = httpx.post(gateway.url + "/v1/completions", json=body, timeout=60)
+        b = httpx.post(triton_gateway.url + "/v1/completions", json=body, timeout=60)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert [c["text"] for c in a.json()["choices"]] == [c["text"] for c in b.json()["choices"]], body
+    answer = httpx.post(triton_gateway.url + "/v1/completions", json=bodies[0], timeout=60).json()["choices"][0]
+    assert answer["finish_reason"] == "stop" and json.loads(answer["text"])["ville"] in ("Paris", "Lyon")
+    bad = httpx.post(triton_gateway.url + "/v1/completions", json={"prompt": "x", "guided_regex": "("}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "guided_regex"
+
+
 @pytest.mark.parametrize("which", ["gateway", "triton_gateway"])
 def test_grpc_generate_stream(which, request):
     gw = request.getfixturevalue(which)

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, AsyncIterator, Protocol, runtime_checkable
 
 from glotta.core.errors import invalid
 
-from ..bounds import MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS, SEED_MAX
+from ..bounds import MAX_CONSTRAINT_CHARS, MAX_LOGIT_BIAS, MAX_STOP_CHARS, MAX_STOP_STRINGS, MAX_TOP_LOGPROBS, SEED_MAX
+from .constraints import Constraint
 
 if TYPE_CHECKING:
     from glotta.core.tokenizer import Tokenizer
+    from glotta.modeling.chat_template import ChatTemplate
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class SamplingParams:
     top_p_decay: float = 0.0
     top_p_bound: float = 0.0
     seed: int | None = None
+    presence_penalty: float = 0.0  # OpenAI: minus this for every token already generated
+    frequency_penalty: float = 0.0  # OpenAI: minus this times how often a token was generated
+    repetition_penalty: float = 1.0  # CTRL / transformers / vLLM: over prompt and output; 1 = off
+    logit_bias: tuple[tuple[int, float], ...] = ()  # OpenAI: (token id, bias added to its logit)
 
     @property
     def greedy(self) -> bool:
@@ -57,6 +63,8 @@ class GenerationRequest:
     prevent_newline_after_colon: bool = False
     stream: bool = True  # False: the caller only wants the end, so a remote backend may answer in one message
     group: str = ""  # the client request this prompt belongs to: rows of one group share the batch fairly with others
+    prompt_ids: tuple[int, ...] | None = None  # a prompt given as token ids (then `prompt` is unused): used as is
+    constraint: Constraint | None = None  # structured output: the answer matches it (constraints.py)
 
 
 @dataclass
@@ -108,12 +116,25 @@ def check_request(req: GenerationRequest) -> None:
     bounded("top_p", s.top_p, 0.0, 1.0)
     bounded("top_p_decay", s.top_p_decay, 0.0, 1.0)
     bounded("top_p_bound", s.top_p_bound, 0.0, 1.0)
+    bounded("presence_penalty", s.presence_penalty, -2.0, 2.0)
+    bounded("frequency_penalty", s.frequency_penalty, -2.0, 2.0)
+    if not (math.isfinite(s.repetition_penalty) and 0.0 < s.repetition_penalty <= 10.0):
+        raise invalid(f"repetition_penalty must be above 0 and at most 10, not {s.repetition_penalty!r}",
+                      "repetition_penalty")
+    if len(s.logit_bias) > MAX_LOGIT_BIAS:
+        raise invalid(f"logit_bias may hold at most {MAX_LOGIT_BIAS} tokens", "logit_bias")
+    for token, bias in s.logit_bias:
+        if not (math.isfinite(bias) and -100.0 <= bias <= 100.0):
+            raise invalid(f"logit_bias values must be from -100 to 100, not {bias!r} (token {token})", "logit_bias")
     if s.seed is not None and not 0 <= s.seed <= SEED_MAX:
         raise invalid(f"seed must be an integer from 0 to 2**64 - 1, not {s.seed}", "seed")
     if len(req.stop.stop_strings) > MAX_STOP_STRINGS:
         raise invalid(f"at most {MAX_STOP_STRINGS} stop strings", "stop")
     if any(len(s) > MAX_STOP_CHARS for s in req.stop.stop_strings):
         raise invalid(f"a stop string may hold at most {MAX_STOP_CHARS} characters", "stop")
+    if req.constraint is not None and len(req.constraint.value) > MAX_CONSTRAINT_CHARS:
+        raise invalid(f"a structured-output constraint may hold at most {MAX_CONSTRAINT_CHARS} characters",
+                      req.constraint.field)
     if not 0 <= req.top_logprobs <= MAX_TOP_LOGPROBS:
         raise invalid(f"top log-probs must be from 0 to {MAX_TOP_LOGPROBS}, not {req.top_logprobs}", "logprobs")
 
@@ -123,6 +144,7 @@ class Engine(Protocol):
     name: str
     max_context: int
     tokenizer: "Tokenizer"  # the model's tokenizer, for what the gateway computes itself (segments, scoring)
+    chat_template: "ChatTemplate | None"  # the folder's, or --chat-template's; None: /v1/chat/completions is a 400
 
     async def start(self) -> None: ...
 

@@ -16,7 +16,7 @@ from .sampling import log_softmax, top_logprobs
 
 
 def top(tokenizer: Tokenizer, lp_row: np.ndarray, n: int) -> dict[str, float]:
-    return {tokenizer.piece(t): v for t, v in top_logprobs(lp_row, n)}
+    return {tokenizer.alternative_key(t): v for t, v in top_logprobs(lp_row, n)}
 
 
 def score_prompt_chunk(tokenizer: Tokenizer, row: Row, start: int, logits: np.ndarray) -> None:
@@ -33,18 +33,24 @@ def score_prompt_chunk(tokenizer: Tokenizer, row: Row, start: int, logits: np.nd
 def next_token(tokenizer: Tokenizer, row: Row, logits: np.ndarray, greedy: int | None = None) -> Chunk:
     """Choose the row's next token (`greedy`: the batch's argmax for this row, when already computed)."""
     req = row.req
+    raw = logits  # log-probs are the model's own, before the request's processors (vLLM's default too)
     last = row.generated[-1] if row.generated else row.prompt_ids[-1]
     if req.prevent_newline_after_colon and last in tokenizer.colon_ids:
         logits = logits.copy()
         logits[tokenizer.newline_ids] = -1e10
         greedy = None
+    if row.processors is not None:
+        logits = row.processors.apply(logits)
+        greedy = None
     if greedy is None or not req.sampling.greedy:
         greedy = row.sampler.choose(logits)
     token = greedy
     row.generated.append(token)
+    if row.processors is not None:
+        row.processors.accept(token)
     chunk = Chunk(token_ids=[token])
     if req.logprobs or req.top_logprobs:
-        lp = log_softmax(logits[None, :])[0]
+        lp = log_softmax(raw[None, :])[0]
         chunk.logprobs = [float(lp[token])]
         if req.top_logprobs:
             chunk.top_logprobs = [top(tokenizer, lp, req.top_logprobs)]
@@ -54,6 +60,9 @@ def next_token(tokenizer: Tokenizer, row: Row, logits: np.ndarray, greedy: int |
     else:
         chunk.text = row.stopper.feed(row.detok.add(token))
         if row.stopper.stopped:
+            chunk.finish_reason = "stop"
+        elif row.processors is not None and row.processors.grammar_finished:  # the answer is complete
+            chunk.text += row.stopper.feed(row.detok.flush()) + row.stopper.flush()
             chunk.finish_reason = "stop"
         elif len(row.generated) >= req.max_new_tokens:
             chunk.text += row.stopper.feed(row.detok.flush()) + row.stopper.flush()

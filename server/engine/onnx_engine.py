@@ -26,8 +26,10 @@ from glotta.modeling.engine_graph import engine_graph
 from glotta.modeling.model_folder import ModelFolder
 
 from .. import metrics
+from .constraints import grammars_for
 from .decoder_session import DecoderSession
 from .interface import Chunk, GenerationRequest, PromptInfo
+from .logits_processors import RowLogits
 from .next_token import emit, next_token, score_prompt_chunk
 from .prefix_cache import BLOCK, PrefixCache
 from .rows import Row, Slots
@@ -49,6 +51,7 @@ class OnnxEngine:
         self.spec = folder.spec
         self.tokenizer = folder.tokenizer()
         self.precision = precision
+        self.chat_template = folder.chat_template()  # None: chat is refused (or --chat-template)
         self.max_context = folder.max_context
         self.policy = policy or SchedulerPolicy()
         self.model = DecoderSession(engine_graph(model_dir, precision), threads or os.cpu_count() or 1,
@@ -124,10 +127,14 @@ class OnnxEngine:
     # -- request intake (event-loop side) -------------------------------------------------------------------------
 
     def _enqueue(self, req: GenerationRequest, ids: list[int]) -> Row:
+        processors = None
+        if RowLogits.needed(req):
+            matcher = grammars_for(self.tokenizer).matcher(req.constraint) if req.constraint is not None else None
+            processors = RowLogits(req, ids, matcher)
         row = Row(req=req, prompt_ids=ids, loop=asyncio.get_running_loop(), queue=asyncio.Queue(),
                   sampler=Sampler(req.sampling), detok=IncrementalDetokenizer(self.tokenizer, prompt_ids=ids),
                   stopper=TextStopper(req.stop), group=req.group or None,
-                  first_key=self.prefix.first_key(ids) if self.prefix is not None else None)
+                  first_key=self.prefix.first_key(ids) if self.prefix is not None else None, processors=processors)
         self._incoming.append(row)  # the worker files it into the fair queue: only it touches that queue
         self._wake.set()
         return row

@@ -15,6 +15,7 @@ from typing import Hashable
 
 from .decoder_session import KVCache
 from .interface import Chunk, GenerationRequest
+from .logits_processors import RowLogits
 from .sampling import Sampler
 from .speculation import NgramDrafter
 from .stopping import TextStopper
@@ -40,6 +41,7 @@ class Row:
     prompt_top: list[dict[str, float]] | None = None
     pending: Chunk | None = None  # a non-streaming request's tokens since its first one
     drafter: NgramDrafter | None = None  # made at its first speculative step
+    processors: RowLogits | None = None  # logit_bias, penalties, the grammar's mask: what the request asks
     cancelled: bool = False
     done: bool = False
 

@@ -77,6 +77,12 @@ async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_contex
     thread (the tokenizer releases the GIL): a megabyte of text never stalls the event loop (health, other clients).
     """
     check_request(req)
+    check_token_fields(tokenizer, req)
+    if req.prompt_ids is not None:  # a prompt of token ids: taken as it is (lm-evaluation-harness sends these)
+        ids = list(req.prompt_ids)
+        if not ids and not req.add_bos:
+            raise invalid("a prompt of token ids may not be empty", "prompt")
+        return _with_bos(tokenizer, req, ids, max_context)
     for text, field in [(req.prompt, "prompt"), *((s, "stop") for s in req.stop.stop_strings)]:
         try:
             text.encode("utf-8")
@@ -86,6 +92,10 @@ async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_contex
         raise context_exceeded(f"prompt of {len(req.prompt)} characters cannot fit in the model's context of "
                                f"{max_context} tokens", "prompt")
     ids = await encode_text(tokenizer, req.prompt)  # with the tokenizer's own special tokens (a Llama's <s>)
+    return _with_bos(tokenizer, req, ids, max_context)
+
+
+def _with_bos(tokenizer: Tokenizer, req: GenerationRequest, ids: list[int], max_context: int) -> list[int]:
     if req.add_bos or not ids:
         # Megatron's add_BOS prepends the end-of-document token; as OpenAI's API, an empty prompt is generated as
         # from the beginning of a new document
@@ -97,3 +107,17 @@ async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_contex
         raise context_exceeded(f"Length of prompt + max_new_tokens longer than allowed "
                                f"({len(ids)} + {req.max_new_tokens} > {max_context})", "max_new_tokens")
     return ids
+
+
+def check_token_fields(tokenizer: Tokenizer, req: GenerationRequest) -> None:
+    """Token ids a client sent (its prompt, its logit_bias) inside the vocabulary, and its constraint compiled
+    (constraints.py: a malformed schema or regex is a 400 here, before the request is queued)."""
+    vocab = tokenizer.vocab_size
+    for name, ids in (("prompt", req.prompt_ids or ()), ("logit_bias", (i for i, _ in req.sampling.logit_bias))):
+        bad = next((i for i in ids if not (isinstance(i, int) and 0 <= i < vocab)), None)
+        if bad is not None:
+            raise invalid(f"token id {bad} is outside the vocabulary (0 to {vocab - 1})", name)
+    if req.constraint is not None:
+        from .constraints import grammars_for
+
+        grammars_for(tokenizer).compiled(req.constraint)

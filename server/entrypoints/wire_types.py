@@ -36,11 +36,10 @@ def _json_type(annotation: Any) -> tuple[str, tuple, bool] | None:
     """(JSON type, Python types it arrives as, whether it is a list of them) of a field's annotation, if scalar."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _json_type(arg)
-            if found is not None:
-                return found
-        return None
+        # `int | None`: the integer's rule; a union of several shapes (a prompt of text or of token ids) is left to
+        # its own validator
+        found = {_json_type(arg) for arg in typing.get_args(annotation) if arg is not type(None)}
+        return found.pop() if len(found) == 1 else None
     if origin is list:
         (item,) = typing.get_args(annotation) or (Any,)
         found = _json_type(item)

@@ -1,4 +1,5 @@
-"""Answering with a template: generate (render → generate → cut at the stop → strip) or score (rank labels).
+"""Answering with a template: generate (render → generate → cut at the stop → strip; a template with labels can only
+generate one of its label words) or score (rank labels).
 
 Scoring is the robust way to classify with small models: every answer word of every label is appended to the prompt
 and scored in the engine's scoring mode (prompt log-probs, no generation); a label's score is its best word's summed
@@ -7,11 +8,13 @@ log-probability. All candidates go to the engine at once, so they share a batch.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 
 from glotta.core.errors import invalid
 
+from ..engine.constraints import Constraint
 from ..engine.interface import Engine, GenerationRequest, SamplingParams, StopConditions
 from ..engine.text_io import encode_text
 from ..generation import collect, gather_all
@@ -66,12 +69,17 @@ async def run(engine: Engine, template: Template, inputs: dict[str, str], k: int
         best = max(by_label, key=by_label.get)
         best_word = max(template.verbalizer[best], key=lambda w: word_scores[w])
         return TemplateAnswer(prompt, best_word, best, by_label, word_scores)
+    # a template with labels can only answer one of its label words: the words are a choice constraint, decoded with
+    # the same token mask as structured outputs (engine/constraints.py), so the answer is never off-label
+    words = [_answer_word(w) for ws in (template.verbalizer or {}).values() for w in ws]
     req = GenerationRequest(
         prompt,
         max_tokens or template.max_tokens,
         SamplingParams(top_k=1),
         StopConditions(stop_strings=tuple(template.stop)),
         stream=False,
+        constraint=Constraint("choice", json.dumps(list(dict.fromkeys(words)), ensure_ascii=False), "verbalizer")
+        if words else None,
     )
     out = await collect(engine, req)
     answer = out.text.strip()

@@ -19,6 +19,7 @@ import numpy as np
 
 from glotta.core.errors import GlottaError, invalid, rename_fields
 
+from ..engine.constraints import Constraint
 from ..engine.interface import Chunk, GenerationRequest, PromptInfo, SamplingParams, StopConditions
 
 # name: (Triton datatype, numpy dtype, dims)
@@ -33,6 +34,9 @@ STANDARD_INPUTS = {
     "stream": ("BOOL", np.bool_, [1]),
     "return_log_probs": ("BOOL", np.bool_, [1]),
     "exclude_input_in_output": ("BOOL", np.bool_, [1]),
+    "presence_penalty": ("FP32", np.float32, [1]),
+    "frequency_penalty": ("FP32", np.float32, [1]),
+    "repetition_penalty": ("FP32", np.float32, [1]),
 }
 GLOTTA_INPUTS = {
     "top_p_decay": ("FP32", np.float32, [1]),
@@ -45,6 +49,10 @@ GLOTTA_INPUTS = {
     "add_bos": ("BOOL", np.bool_, [1]),
     "prevent_newline_after_colon": ("BOOL", np.bool_, [1]),
     "request_group": ("BYTES", np.object_, [1]),  # prompts of one client request share the batch fairly
+    "input_ids": ("INT32", np.int32, [-1]),  # a prompt given as token ids (then text_input is empty)
+    "logit_bias": ("BYTES", np.object_, [1]),  # JSON [[token id, bias], ...]
+    "constraint_kind": ("BYTES", np.object_, [1]),  # json_object | json_schema | regex | choice | lark
+    "constraint": ("BYTES", np.object_, [1]),  # its schema, regex, choices (JSON list) or grammar
 }
 REQUIRED_INPUTS = ("text_input", "max_tokens")
 STANDARD_OUTPUTS = {
@@ -86,7 +94,16 @@ _FIELDS: dict[str, tuple[str, bool]] = {
     "add_bos": ("add_bos", False),
     "prevent_newline_after_colon": ("prevent_newline_after_colon", False),
     "stream": ("stream", False),
+    "presence_penalty": ("sampling.presence_penalty", False),
+    "frequency_penalty": ("sampling.frequency_penalty", False),
+    "repetition_penalty": ("sampling.repetition_penalty", False),
+    "logit_bias": ("sampling.logit_bias", False),
+    "input_ids": ("prompt_ids", False),
+    "constraint_kind": ("constraint.kind", False),
+    "constraint": ("constraint.value", False),
 }
+_JSON = {"logit_bias"}  # tensors holding one JSON text
+_LISTS = {"stop_words", "input_ids"}  # tensors holding a list (a tuple field)
 _DEFAULT_REQUEST = GenerationRequest(prompt="", max_new_tokens=16, stream=False)
 # the engine's neutral field names → the tensor names a Triton client sent (for error messages)
 TENSOR_NAMES = {path.rpartition(".")[2]: name for name, (path, negated) in _FIELDS.items() if not negated}
@@ -100,7 +117,7 @@ def triton_message(e: GlottaError) -> str:
 def _get(req: GenerationRequest, path: str):
     obj = req
     for part in path.split("."):
-        obj = getattr(obj, part)
+        obj = getattr(obj, part) if obj is not None else None  # an absent constraint has no kind
     return obj
 
 
@@ -131,7 +148,7 @@ def request_to_arrays(req: GenerationRequest, accepted: set[str], decoupled: boo
             if name in ("stream", "exclude_input_in_output", "request_group"):
                 continue  # a non-streaming ensemble answers once, with the generated text only; grouping is advice
             raise invalid(f"this model does not support `{name}`", name)
-        items = list(v) if isinstance(v, tuple) else [v]
+        items = [json.dumps(v)] if name in _JSON else list(v) if isinstance(v, tuple) else [v]
         if ALL_INPUTS[name][0] == "BYTES":
             items = [s.encode("utf-8") for s in items]
         arr = np.asarray(items, dtype=ALL_INPUTS[name][1])
@@ -141,17 +158,19 @@ def request_to_arrays(req: GenerationRequest, accepted: set[str], decoupled: boo
 
 def request_from_arrays(get: Callable[[str], np.ndarray | None]) -> tuple[GenerationRequest, bool]:
     """The engine request of one row, and the `exclude_input_in_output` flag; `get(name)` is None when absent."""
-    parts: dict[str, dict] = {"": {}, "sampling": {}, "stop": {}}
+    parts: dict[str, dict] = {"": {}, "sampling": {}, "stop": {}, "constraint": {}}
     for name, (path, negated) in _FIELDS.items():
         arr = get(name)
         if arr is None:
             continue
         flat = [x.decode("utf-8") if isinstance(x, bytes) else x.item() if hasattr(x, "item") else x
                 for x in np.asarray(arr).reshape(-1)]
-        if name == "stop_words":
-            value = tuple(s for s in flat if s)
+        if name in _LISTS:
+            value = tuple(s for s in flat if s or s == 0)
         elif not flat:
             continue
+        elif name in _JSON:
+            value = tuple(tuple(p) for p in json.loads(flat[0]))
         else:
             value = flat[0]
             value = (not value) if negated else value
@@ -162,6 +181,8 @@ def request_from_arrays(get: Callable[[str], np.ndarray | None]) -> tuple[Genera
     top.setdefault("prompt", _DEFAULT_REQUEST.prompt)
     top.setdefault("max_new_tokens", _DEFAULT_REQUEST.max_new_tokens)
     top.setdefault("stream", _DEFAULT_REQUEST.stream)
+    if parts["constraint"]:
+        top["constraint"] = Constraint(field="constraint", **parts["constraint"])
     req = GenerationRequest(sampling=SamplingParams(**parts["sampling"]), stop=StopConditions(**parts["stop"]), **top)
     return req, bool(exclude is not None and np.asarray(exclude).reshape(-1)[0])
 

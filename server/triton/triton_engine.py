@@ -65,6 +65,7 @@ class TritonEngine:
         self.tokenizer = folder.tokenizer()
         self.max_context = folder.max_context
         self.precision = "triton"
+        self.chat_template = folder.chat_template()  # None: chat is refused (or --chat-template)
         self.poll_s = poll_s
         self._client: grpcclient.InferenceServerClient | None = None
         self._inputs: set[str] = set()

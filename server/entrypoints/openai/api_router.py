@@ -31,5 +31,5 @@ async def completions(body: CompletionRequest, request: Request):
 @router.get("/models", response_model=ModelList)
 async def models(request: Request) -> ModelList:
     served = request.app.state.models.engines.values()
-    return ModelList(data=[ModelCard(id=e.name, max_model_len=e.max_context, engine=getattr(e, "precision", None))
-                           for e in served])
+    return ModelList(data=[ModelCard(id=e.name, max_model_len=e.max_context, engine=getattr(e, "precision", None),
+                                     chat=e.chat_template is not None) for e in served])

@@ -7,45 +7,44 @@ format what `stream_choices` yields.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from glotta.core.errors import ErrorKind, GlottaError
+from glotta.core.errors import invalid
 
-from ...bounds import SEED_MAX
-from ...engine.interface import Chunk, Engine, GenerationRequest, PromptInfo, SamplingParams, StopConditions
-from ...error_responses import body as error_body
+from ...engine.interface import Chunk, Engine, GenerationRequest, PromptInfo
 from ...generation import collect, gather_all, stream
+from ..sse import sse_events
 from .protocol import CompletionChoice, CompletionRequest, CompletionResponse, Logprobs, Usage
+from .request_fields import constraint_of, engine_request
 
 log = logging.getLogger("glotta.server")
 FINISH_REASONS = {"eod": "stop", "stop": "stop", "length": "length"}
 
 
-def to_engine_request(req: CompletionRequest, prompt: str, index: int, group: str = "") -> GenerationRequest:
-    temperature = 1.0 if req.temperature is None else req.temperature
+def _refuse_unsupported(req: CompletionRequest) -> None:
+    if req.suffix:
+        raise invalid("suffix is not supported (insertion needs a fill-in-the-middle model)", "suffix")
+    if req.best_of is not None and req.best_of < req.n:
+        raise invalid(f"best_of ({req.best_of}) must be at least n ({req.n})", "best_of")
+    if req.stream and (req.best_of or req.n) > req.n:
+        raise invalid("best_of above n cannot be streamed: the best completions are known only at the end", "best_of")
+
+
+def _prompt_text(engine: Engine, prompt: str | list[int]) -> str:
+    return prompt if isinstance(prompt, str) else engine.detokenize(prompt)
+
+
+def to_engine_request(req: CompletionRequest, prompt: str | list[int], choice: int, group: str = "",
+                      constraint=None, force_logprobs: bool = False) -> GenerationRequest:
     want_logprobs = req.logprobs is not None
-    return GenerationRequest(
-        prompt=prompt,
-        max_new_tokens=16 if req.max_tokens is None else req.max_tokens,
-        sampling=SamplingParams(
-            temperature=temperature,
-            top_k=req.top_k or 0,
-            top_p=0.0 if req.top_p in (None, 1.0) else req.top_p,  # OpenAI's 1.0 means "no nucleus"
-            seed=None if req.seed is None else (req.seed + index) % (SEED_MAX + 1),
-        ),
-        stop=StopConditions(stop_on_eod=not req.ignore_eos, stop_strings=req.stop_strings),
-        logprobs=want_logprobs,
-        top_logprobs=req.logprobs or 0,
-        prompt_logprobs=want_logprobs and req.echo,
-        stream=req.stream,
-        group=group,
-    )
+    return engine_request(req, prompt, choice, max_tokens=16 if req.max_tokens is None else req.max_tokens,
+                          logprobs=want_logprobs or force_logprobs, top_logprobs=req.logprobs or 0,
+                          prompt_logprobs=want_logprobs and req.echo, group=group, constraint=constraint,
+                          stream=req.stream)
 
 
 @dataclass
@@ -55,6 +54,7 @@ class Choice:
     wire: CompletionChoice
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)
 
 
 class _ChoiceBuilder:
@@ -84,7 +84,7 @@ class _ChoiceBuilder:
             lp = Logprobs(tokens=tokens, token_logprobs=all_lps, top_logprobs=all_tops, text_offset=offsets)
         wire = CompletionChoice(index=self.index, text=(self.prompt if echo else "") + text, logprobs=lp,
                                 finish_reason=FINISH_REASONS.get(finish or ""))
-        return Choice(wire, list(ids), list(lps or []))
+        return Choice(wire, list(ids), list(lps or []), list(tops or []))
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
@@ -97,17 +97,30 @@ def completion_id() -> str:
 
 
 async def complete_choices(engine: Engine, req: CompletionRequest) -> tuple[list[Choice], Usage]:
-    prompts, group = req.prompts, uuid.uuid4().hex  # one group: the prompts share the batch fairly with others
-    with engine.admit(len(prompts)):
-        results = await gather_all(*(collect(engine, to_engine_request(req, p, i, group))
-                                     for i, p in enumerate(prompts)))
-    choices = [
-        _ChoiceBuilder(engine, req, p, i).build(
-            r.text, r.token_ids, r.logprobs, r.top_logprobs,
-            PromptInfo(r.prompt_ids, r.prompt_logprobs, r.prompt_top_logprobs), r.finish_reason)
-        for i, (p, r) in enumerate(zip(prompts, results))
-    ]
-    return choices, usage(sum(len(r.prompt_ids) for r in results), sum(len(r.token_ids) for r in results))
+    """Every prompt's `best_of` rows at once (one group: they share the batch fairly with others, and a prompt's
+    rows its cached prefix); of each prompt's rows the `n` of highest log-probability, in the order generated."""
+    _refuse_unsupported(req)
+    prompts, group, n = req.prompts, uuid.uuid4().hex, req.n
+    best_of = req.best_of or n
+    constraint = constraint_of(req)
+    rows = [(pi, p, j) for pi, p in enumerate(prompts) for j in range(best_of)]
+    with engine.admit(len(rows)):
+        results = await gather_all(*(collect(engine, to_engine_request(req, p, pi * best_of + j, group, constraint,
+                                                                       force_logprobs=best_of > n))
+                                     for pi, p, j in rows))
+    choices, prompt_tokens = [], 0
+    for pi, p in enumerate(prompts):
+        candidates = results[pi * best_of:(pi + 1) * best_of]
+        prompt_tokens += len(candidates[0].prompt_ids)
+        if best_of > n:
+            best = sorted(range(best_of), key=lambda j: -sum(candidates[j].logprobs))[:n]
+            candidates = [candidates[j] for j in sorted(best)]
+        text = _prompt_text(engine, p)
+        for j, r in enumerate(candidates):
+            choices.append(_ChoiceBuilder(engine, req, text, pi * n + j).build(
+                r.text, r.token_ids, r.logprobs, r.top_logprobs,
+                PromptInfo(r.prompt_ids, r.prompt_logprobs, r.prompt_top_logprobs), r.finish_reason))
+    return choices, usage(prompt_tokens, sum(len(r.token_ids) for r in results))
 
 
 async def complete(engine: Engine, req: CompletionRequest) -> CompletionResponse:
@@ -115,7 +128,7 @@ async def complete(engine: Engine, req: CompletionRequest) -> CompletionResponse
     return CompletionResponse(id=completion_id(), model=engine.name, choices=[c.wire for c in choices], usage=use)
 
 
-async def _merge(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
+async def merge_streams(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
     """Interleave several prompts' streams as their chunks arrive."""
     if len(streams) == 1:
         async for c in streams[0]:
@@ -152,11 +165,15 @@ async def _merge(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int
 async def stream_choices(engine: Engine, req: CompletionRequest) -> AsyncIterator[tuple[Choice, Usage]]:
     """Each streamed choice with the usage so far (final once every choice has its finish_reason). The first item
     is computed before this returns, so a request the engine rejects fails before any byte goes out."""
-    prompts, group = req.prompts, uuid.uuid4().hex
-    builders = [_ChoiceBuilder(engine, req, p, i) for i, p in enumerate(prompts)]
-    admission = engine.admit(len(prompts))  # held until the stream ends, whichever way
+    _refuse_unsupported(req)
+    prompts, group, n = req.prompts, uuid.uuid4().hex, req.n
+    constraint = constraint_of(req)
+    rows = [(pi, p, j) for pi, p in enumerate(prompts) for j in range(n)]
+    builders = [_ChoiceBuilder(engine, req, _prompt_text(engine, p), pi * n + j) for pi, p, j in rows]
+    admission = engine.admit(len(rows))  # held until the stream ends, whichever way
     try:
-        merged = _merge([stream(engine, to_engine_request(req, p, i, group)) for i, p in enumerate(prompts)])
+        merged = merge_streams([stream(engine, to_engine_request(req, p, pi * n + j, group, constraint))
+                         for pi, p, j in rows])
         first = await anext(merged)
     except BaseException:
         admission.release()
@@ -165,8 +182,8 @@ async def stream_choices(engine: Engine, req: CompletionRequest) -> AsyncIterato
 
     async def items() -> AsyncIterator[tuple[Choice, Usage]]:
         try:
-            async for index, chunk in _prepend(first, merged):
-                if chunk.prompt is not None:
+            async for index, chunk in prepend(first, merged):
+                if chunk.prompt is not None and index % n == 0:  # a prompt counts once, not once per choice
                     counts.prompt_tokens += len(chunk.prompt.token_ids)
                 counts.completion_tokens += len(chunk.token_ids)
                 counts.total_tokens = counts.prompt_tokens + counts.completion_tokens
@@ -183,33 +200,19 @@ async def stream_choices(engine: Engine, req: CompletionRequest) -> AsyncIterato
     return gen
 
 
-async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
+async def prepend(first, rest: AsyncIterator) -> AsyncIterator:
     yield first
     async for x in rest:
         yield x
 
 
-def _sse(obj: dict) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-
 async def open_stream(engine: Engine, req: CompletionRequest) -> AsyncIterator[bytes]:
     """SSE byte stream ending in `data: [DONE]`; errors after the headers went out travel as an `error` event."""
     choices = await stream_choices(engine, req)
-    return _sse_events(engine.name, req, choices)
 
-
-async def _sse_events(model: str, req: CompletionRequest, choices) -> AsyncIterator[bytes]:
-    head = {"id": completion_id(), "object": "text_completion", "created": int(time.time()), "model": model}
-    counts = None
-    try:
+    async def dicts():
         async for choice, counts in choices:
-            yield _sse(head | {"choices": [choice.wire.model_dump()]})
-        if counts is not None and req.stream_options is not None and req.stream_options.include_usage:
-            yield _sse(head | {"choices": [], "usage": counts.model_dump()})
-    except GlottaError as e:
-        yield _sse(error_body("openai", e))
-    except Exception as e:
-        log.exception("stream failed")
-        yield _sse(error_body("openai", GlottaError(ErrorKind.INTERNAL, f"generation failed: {type(e).__name__}")))
-    yield b"data: [DONE]\n\n"
+            yield choice.wire.model_dump(), counts
+
+    head = {"id": completion_id(), "object": "text_completion", "model": engine.name}
+    return sse_events(head, dicts(), req.stream_options is not None and req.stream_options.include_usage)
