@@ -21,6 +21,9 @@ COPY export ./export
 COPY training ./training
 COPY loadtests ./loadtests
 COPY cli ./cli
+# The package carries the demo models as its own repository (what `glotta serve` finds without a setting); at run
+# time GLOTTA_MODEL_REPOSITORY=/models is the repository, where engines are mounted.
+COPY model_repository ./model_repository
 # The image's own Python packages stay exactly as NVIDIA built them (TensorRT-LLM's transformers refuses another
 # tokenizers; its convert_checkpoint.py and trtllm-build need them): the gateway gets a virtual environment of its
 # own with its serving dependencies (no torch), and the image's Python gets only Glotta's code (--no-deps), which the

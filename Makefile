@@ -26,9 +26,9 @@ serve: $(VENV)/.serve-deps
 # The playground tests drive Debian's chromium (Playwright uses it as it is: no browser download). Installed here when
 # missing and apt-get can (root); elsewhere those tests are skipped with the reason, except in CI where they must run.
 $(VENV)/.browser:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
-		echo "note: no chromium: the browser tests will be skipped (apt-get install chromium)"
+	@{ command -v chromium && command -v jq; } >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium jq >/dev/null; } || \
+		echo "note: no chromium or jq: the browser and README-example tests will be skipped (apt-get install chromium jq)"
 	touch $@
 
 test: $(VENV)/.test-deps $(VENV)/.browser

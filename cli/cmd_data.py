@@ -174,7 +174,8 @@ def register(sub) -> None:
     s.set_defaults(func=_step)
     c = actions.add_parser("convert", help="JSONL → Megatron .bin/.idx (as Megatron's preprocess_data.py)")
     c.add_argument("--input", action="append", required=True, help="JSONL(.gz) files or globs (repeatable)")
-    c.add_argument("--output-prefix", required=True, help="writes PREFIX_{key}_document.bin/.idx")
+    c.add_argument("--output-prefix", "--output", dest="output_prefix", required=True,
+                   help="writes PREFIX_{key}_document.bin/.idx")
     c.add_argument("--vocab-file", help="GPT-2 vocab.json")
     c.add_argument("--merge-file", help="GPT-2 merges.txt")
     c.add_argument("--tokenizer-json", help="instead of --vocab-file/--merge-file")
@@ -184,7 +185,8 @@ def register(sub) -> None:
     c.set_defaults(func=_convert)
     m = actions.add_parser("merge", help="concatenate datasets (as Megatron's merge_datasets.py)")
     m.add_argument("--inputs", nargs="+", required=True, help="dataset prefixes")
-    m.add_argument("--output-prefix", required=True, help="the merged dataset's prefix")
+    m.add_argument("--output-prefix", "--output", dest="output_prefix", required=True,
+                   help="the merged dataset's prefix")
     m.set_defaults(func=_merge)
     i = actions.add_parser("inspect", help="documents and tokens of a dataset, or one document")
     i.add_argument("prefix", help="dataset prefix (without .bin/.idx)")

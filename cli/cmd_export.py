@@ -261,11 +261,18 @@ def register(sub) -> None:
         arguments(p)
 
         @handles_errors()
-        def call(a: argparse.Namespace, run=run) -> int:
+        def call(a: argparse.Namespace, run=run, name=name) -> int:
+            from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            from glotta.core.progress import rich_progress
+
             check_old_spellings(a)
             exporting = logging.getLogger("glotta.export")  # what the exporters report on the way
             exporting.setLevel(logging.INFO)
             exporting.addHandler(logging.StreamHandler(sys.stdout))
-            return run(a)
+            with rich_progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                               transient=True) as progress:  # on a terminal: that it runs, and for how long
+                progress.add_task(f"export {name}", total=None)
+                return run(a)
 
         p.set_defaults(func=call)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from rich.table import Table
 
-from .common import console, fail, subcommands
+from .common import console, fail, subcommands, url_option
 
 
 def _inputs(pairs: list[str]) -> dict[str, str]:
@@ -79,7 +79,7 @@ def register(sub) -> None:
         q = actions.add_parser(name, help=help)
         if needs_name:
             q.add_argument("name", help="template name (see `glotta prompt list`)")
-        q.add_argument("--url", default="http://localhost:5000", help="the gateway")
+        url_option(q)
         q.set_defaults(func=_run)
         return q
 

@@ -38,6 +38,34 @@ def handles_errors(*kinds: type[BaseException]) -> Callable:
     return wrap
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says what happens without it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default in (None, False, True, argparse.SUPPRESS) or default == []
+                or not action.option_strings):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+def url_option(parser: argparse.ArgumentParser, *names: str, **kwargs) -> None:
+    """`--url`: the gateway, as `host:port` or a URL (the same on every command that talks to one)."""
+    from glotta.clients.client import DEFAULT_URL, gateway_url
+
+    def parse(text: str) -> str:
+        try:
+            return gateway_url(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    kwargs.setdefault("default", DEFAULT_URL)
+    kwargs.setdefault("help", "the gateway: host:port or http(s)://host:port")
+    parser.add_argument(*(names or ("--url",)), type=parse, metavar="URL", **kwargs)
+
+
 def subcommands(parser: argparse.ArgumentParser, dest: str = "action"):
     """Nested subcommands: `glotta GROUP ACTION --help` shows that action's options only."""
     return parser.add_subparsers(dest=dest, required=True, metavar="ACTION")

@@ -4,8 +4,28 @@ from __future__ import annotations
 
 import json
 from typing import Any, AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import httpx
+
+DEFAULT_URL = "http://localhost:5000"
+
+
+def gateway_url(spec: str) -> str:
+    """A gateway's base URL from what people type: `host:port`, `host`, `:port` or a full `http(s)://` URL."""
+    text = spec.strip()
+    if text.startswith(":"):
+        text = "localhost" + text
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 — raises on a port that is not a number
+    except ValueError as e:
+        raise ValueError(f"{spec!r} is not a gateway address (host:port or http://host:port): {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{spec!r} is not a gateway address (host:port or http://host:port)")
+    return text.rstrip("/")
 
 
 class GlottaError(RuntimeError):
@@ -54,8 +74,8 @@ def _sse_data(line: str) -> dict | None:
 
 
 class GlottaClient:
-    def __init__(self, base_url: str = "http://localhost:5000", timeout: float = 120.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout)
+    def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 120.0) -> None:
+        self._http = httpx.Client(base_url=gateway_url(base_url), timeout=timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -113,8 +133,8 @@ class GlottaClient:
 
 
 class AsyncGlottaClient:
-    def __init__(self, base_url: str = "http://localhost:5000", timeout: float = 120.0) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout)
+    def __init__(self, base_url: str = DEFAULT_URL, timeout: float = 120.0) -> None:
+        self._http = httpx.AsyncClient(base_url=gateway_url(base_url), timeout=timeout)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -14,13 +14,11 @@ def cache_dir() -> Path:
 
 
 def model_repository() -> Path:
-    """`$GLOTTA_MODEL_REPOSITORY`, else `./model_repository`, else the one beside the installed sources."""
+    """`$GLOTTA_MODEL_REPOSITORY`, else the package's own copy: the demo models and Triton configs travel in the wheel
+    as `glotta/model_repository` (in a checkout, the top-level folder), so `glotta serve` works from any directory."""
     env = os.environ.get("GLOTTA_MODEL_REPOSITORY")
     if env:
-        return Path(env)
-    here = Path.cwd() / "model_repository"
-    if here.is_dir():
-        return here
+        return Path(env).expanduser()
     return Path(__file__).resolve().parents[1] / "model_repository"
 
 

@@ -35,14 +35,17 @@ def test_async_client(gateway):
     asyncio.run(go())
 
 
-def test_cli_generate(gateway):
-    r = subprocess.run(
-        [sys.executable, "-m", "glotta.cli", "generate", "Le système", "--url", gateway.url,
-         "--max-tokens", "5", "--temperature", "0"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("Le système") and len(r.stdout.strip()) > len("Le système")
+def test_cli_generate_prints_the_same_text_with_and_without_stream(gateway):
+    host_port = gateway.url.removeprefix("http://")  # `--url host:port` works as well as a URL
+    outs = []
+    for extra, url in (([], gateway.url), (["--stream"], host_port), (["--stream"], gateway.url)):
+        r = subprocess.run([sys.executable, "-m", "glotta.cli", "generate", "Le système", "--url", url,
+                            "--max-tokens", "12", "--seed", "3", *extra],  # the sampled defaults
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout)
+    assert outs[0].startswith("Le système") and len(outs[0].strip()) > len("Le système")
+    assert outs[0] == outs[1] == outs[2]
 
 
 def test_cli_errors_are_clear():

@@ -59,7 +59,9 @@ def test_the_build_context_installs(tmp_path):
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     for package in packages:  # every package (and data folder) the checkout installs, the image installs too
         folder = package.replace(".", "/") + "/"
-        assert any(n.startswith(folder) and "/" not in n[len(folder):] for n in names), package
+        nested = package == "glotta.model_repository"  # a data folder: its files sit one model folder deeper
+        assert any(n.startswith(folder) and (nested or "/" not in n[len(folder):]) for n in names), package
+    assert "glotta/model_repository/glotta-fr-tiny/1/model.onnx" in names
     assert "glotta/server/templates/builtin/sentiment-fr.yaml" in names
     assert "glotta/training/data/blacklists/fr.txt" in names and "glotta/core/prompts.jsonl" in names
     assert any(n.endswith("entry_points.txt") for n in names)

@@ -41,8 +41,8 @@ def until(page, expression: str, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def _page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+def _page(browser, url: str, width: int = 1200, height: int = 900, **options):
+    page = browser.new_page(viewport={"width": width, "height": height}, **options)
     violations: list[str] = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(url + "/")  # `/` redirects to the playground
@@ -182,3 +182,95 @@ def test_works_through_triton(browser, triton_gateway, tmp_path):
     assert page.locator("[data-testid=output] .tok").count() > 2
     assert "triton" in page.locator("[data-testid=model]").inner_text()
     page.screenshot(path=str(tmp_path / "triton.png"))
+
+
+OVERFLOW = """() => {
+  const w = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('body *')].filter((e) => {
+    const r = e.getBoundingClientRect();
+    return r.width > 0 && getComputedStyle(e).position !== 'fixed' && (r.right > w + 1 || r.left < -1);
+  }).map((e) => e.tagName + (e.id ? '#' + e.id : '') + ' ' + Math.round(e.getBoundingClientRect().right));
+  return {scroll: document.documentElement.scrollWidth, width: w, wide};
+}"""
+
+
+@pytest.mark.parametrize("width", [360, 400])
+def test_phone_viewport_fits_and_keyboard_alone_drives_it(browser, gateway, tmp_path, width):
+    """At a phone's width nothing is wider than the screen (before and after text, bars and errors appear); with
+    the keyboard alone: Tab reaches the prompt and then Generate, Enter generates, Escape stops."""
+    page = _page(browser, gateway.url, width, 760, is_mobile=True, has_touch=True, device_scale_factor=2)
+
+    def fits(state: str) -> None:
+        o = page.evaluate(OVERFLOW)
+        assert o["scroll"] <= o["width"] and not o["wide"], (state, o)
+
+    fits("loaded")
+    page.locator("body").focus()
+    order = []
+    for _ in range(8):  # model, API key, prompt: the page's order is the reading order
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.dataset.testid || document.activeElement.id"))
+        if order[-1] == "prompt":
+            break
+    assert order[-1] == "prompt" and order.index("model") < order.index("prompt"), order
+    page.keyboard.press("Control+A")
+    page.keyboard.type("Le paquet")
+    page.keyboard.press("Shift+Enter")  # a new line, not a request
+    assert page.input_value("[data-testid=prompt]") == "Le paquet\n" and page.locator(".tok").count() == 0
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.testid") == "generate"
+    page.keyboard.press("Shift+Tab")
+    page.fill("[data-testid=max-tokens]", "480")
+    page.fill("[data-testid=temperature]", "0")
+    page.focus("[data-testid=prompt]")
+    page.keyboard.press("Enter")
+    until(page, "document.querySelectorAll('[data-testid=output] .tok').length > 0")
+    page.keyboard.press("Escape")
+    until(page, "document.querySelector('[data-testid=status]').textContent.startsWith('stopped')")
+    assert page.input_value("[data-testid=prompt]") == "Le paquet"
+    fits("generated")
+    page.select_option("[data-testid=template]", "sentiment-fr")
+    page.fill("[data-testid=input-text]", "Un film magnifique, je l'ai adoré.")
+    page.select_option("[data-testid=mode]", "score")
+    page.focus("[data-testid=input-text]")
+    page.keyboard.press("Enter")  # Enter in a template input runs the template
+    until(page, "document.querySelectorAll('[data-testid=template-scores] .bar').length >= 2")
+    fits("template scores")
+    page.fill("[data-testid=max-tokens]", "100000")
+    page.click("[data-testid=generate]")
+    page.locator("[data-testid=error]").wait_for(state="visible")
+    fits("error")
+    page.screenshot(path=str(tmp_path / f"phone-{width}.png"), full_page=True)
+
+
+def test_empty_answers_are_said(browser, tmp_path):
+    """A generation of no text and a template whose answer is empty say so instead of showing nothing. The template
+    stops at a space, a comma or a full stop, with which the demo model's answer begins: an empty answer from the
+    real server."""
+    from .conftest import FR, REPO, Gateway
+
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "first-word-fr.yaml").write_text(
+        "name: first-word-fr\ntask: translation\nlanguage: fr\nmode: generate\n"
+        "pattern: '{{ source }} => {{ answer }}'\ninputs: [source]\nmax_tokens: 4\nstop: [' ', ',', '.']\n")
+    gw = Gateway(["--model", FR, "--threads", "1", "--templates", str(tmp_path / "tpl")], tmp_path / "serve.log",
+                 env={"GLOTTA_MODEL_REPOSITORY": str(REPO)})
+    try:
+        expected = httpx.post(gw.url + "/v1/templates/first-word-fr/run", json={"inputs": {"source": "cheese"}},
+                              timeout=60).json()
+        assert expected["answer"] == "", expected  # the premise of this test
+        page = _page(browser, gw.url)
+        page.select_option("[data-testid=template]", "first-word-fr")
+        page.fill("[data-testid=input-source]", "cheese")
+        page.click("[data-testid=run-template]")
+        until(page, "document.querySelector('[data-testid=template-answer]').textContent.length > 0")
+        answer = page.locator("[data-testid=template-answer]")
+        assert "answer is empty" in answer.inner_text() and answer.get_attribute("data-empty") == "1"
+        page.fill("[data-testid=max-tokens]", "0")
+        page.click("[data-testid=generate]")
+        until(page, "document.querySelector('[data-testid=status]').textContent.startsWith('no text generated')")
+        assert page.locator("[data-testid=output] [data-empty='1']").count() == 1
+        page.screenshot(path=str(tmp_path / "empty.png"))
+    finally:
+        gw.stop()

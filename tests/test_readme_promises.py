@@ -116,18 +116,6 @@ def test_serve_int8(tmp_path):
         gw.stop()
 
 
-def test_generate_stream_prints_what_generate_prints(gateway):
-    def cli(*extra):
-        return subprocess.run([sys.executable, "-m", "glotta.cli", "generate", "Le système", "--url", gateway.url,
-                               "--max-tokens", "12", "--temperature", "0", *extra], capture_output=True, text=True,
-                              timeout=120)
-
-    whole, streamed = cli(), cli("--stream")
-    assert whole.returncode == streamed.returncode == 0, streamed.stderr
-    assert whole.stdout.startswith("Le système") and streamed.stdout.strip()
-    assert "Le système" + streamed.stdout == whole.stdout  # deltas, then the same text
-
-
 def test_data_merge_cli(tmp_path):
     tok = REPO / FR
     for name, n in (("a", 3), ("b", 5)):
@@ -182,3 +170,65 @@ def test_each_gopher_rule(make, reason):
              "pas loin").split() * 8
     assert Quality("fr")(Doc(make(words), "f", 1, "x")) == reason
     assert Quality("fr")(Doc(" ".join(words[:80]), "f", 1, "x")) is None  # the same words, well formed
+
+
+def _readme_commands() -> list[str]:
+    """Every command of the README's shell blocks: continuation lines joined, quoted newlines kept, comments
+    dropped."""
+    import re
+    import shlex
+
+    text = (REPO.parent / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        pending = ""
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            pending = f"{pending}\n{line}" if pending else line
+            try:
+                shlex.split(pending, comments=True)
+            except ValueError:  # an open quote: the command goes on
+                continue
+            command = pending.split("  # ")[0].strip()
+            pending = ""
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+def test_readme_curl_and_cli_examples_run_as_written(gateway, chat_gateway, triton, tmp_path):
+    """Each curl example of the README, copied as written (only the port changed), answers without curl's progress
+    meter and without an error; so do the `glotta generate` and `glotta prompt` examples."""
+    import json as json_lib
+    import os
+    import re
+    import shutil
+
+    if shutil.which("jq") is None and not os.environ.get("CI"):
+        pytest.skip("jq (`make test` installs it with apt-get)")
+    _, _, chat = chat_gateway
+    ran = 0
+    for cmd in _readme_commands():
+        if cmd.startswith("curl"):
+            assert re.search(r"\s-s[A-Za-z]*\s", cmd), f"no -s: curl's progress meter would print: {cmd}"
+            if "localhost:8000" in cmd:
+                cmd = cmd.replace("localhost:8000", f"127.0.0.1:{triton.http_port}")
+            elif "localhost:5000" in cmd:
+                target = chat if "chat/completions" in cmd or "my-qwen" in cmd else gateway
+                cmd = cmd.replace("my-qwen", "qwen2").replace("localhost:5000", target.url.removeprefix("http://"))
+            else:
+                continue
+        elif cmd.startswith(("glotta generate", "glotta prompt run", "glotta prompt list")):
+            cmd = f"{sys.executable} -m glotta.cli {cmd[len('glotta '):]} --url {gateway.url}"
+        else:
+            continue
+        r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120,
+                           cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.strip(), f"{cmd}\n{r.stdout}\n{r.stderr}"
+        assert r.stderr == "", f"{cmd}\n{r.stderr}"
+        out = r.stdout.strip()
+        if out.startswith("data: "):
+            assert out.endswith("data: [DONE]") and '"error"' not in out, cmd
+        elif out.startswith("{"):
+            assert "error" not in json_lib.loads(out), f"{cmd}\n{out}"
+        ran += 1
+    assert ran >= 12, ran

@@ -115,8 +115,8 @@ def _tokenize(chunk: list[tuple[str, int, bytes]]) -> tuple[dict, list[tuple[str
 
 def convert(inputs: list[str], output_prefix: str, vocab_file: str | None = None, merge_file: str | None = None,
             tokenizer_json: str | None = None, json_keys: tuple[str, ...] = ("text",), append_eod: bool = False,
-            workers: int | None = None, lines_per_chunk: int = 1000, progress: bool = True) -> ConvertReport:
-    from tqdm import tqdm
+            workers: int | None = None, lines_per_chunk: int = 1000, progress: bool | None = None) -> ConvertReport:
+    from glotta.core.progress import bar as progress_bar
 
     files = input_files(inputs)
     tok_args = (vocab_file, merge_file, tokenizer_json)
@@ -125,7 +125,7 @@ def convert(inputs: list[str], output_prefix: str, vocab_file: str | None = None
     workers = workers or os.cpu_count() or 1
     report = ConvertReport()
     total = None if any(f.endswith(".gz") for f in files) else sum(os.path.getsize(f) for f in files)
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert (input bytes)", disable=not progress)
+    bar = progress_bar(progress, total=total, unit="B", unit_scale=True, desc="convert (input bytes)")
     chunks = iter_chunks(files, lines_per_chunk)
     if workers == 1:
         _init(tok_args, list(json_keys), append_eod, 1)

@@ -59,10 +59,10 @@ def _loss(model, batch: torch.Tensor) -> torch.Tensor:
 
 
 def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_steps: int | None = None,
-          progress: bool = True, valid_prefix: str | None = None) -> list[float]:
+          progress: bool | None = None, valid_prefix: str | None = None) -> list[float]:
     """Train (or resume from `save`); returns the loss of every step run in this call. With `valid_prefix` (Megatron's
     --valid-data-path) every document of `data_prefix` trains and validation reads that dataset instead of a split."""
-    from tqdm import tqdm
+    from glotta.core.progress import bar as progress_bar
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ds = MegatronDataset(data_prefix)
@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, data_prefix: str, save: str, seed: int = 1234, max_s
         steps = min(steps, max_steps)
     accumulation = cfg.global_batch_size // cfg.micro_batch_size
     losses = []
-    bar = tqdm(total=steps, initial=step, desc=f"train {cfg.name}", disable=not progress)
+    bar = progress_bar(progress, total=steps, initial=step, desc=f"train {cfg.name}")
     model.train()
     while step < steps:
         for g in opt.param_groups:

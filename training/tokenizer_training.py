@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from glotta.core.progress import interactive
 from glotta.core.tokenizer import EOD_TOKEN
 
 from .convert import input_files
@@ -53,7 +54,7 @@ def sample(files: list[str], key: str, max_chars: int, heldout_fraction: float) 
     return train, heldout
 
 
-def train_bpe(texts: list[str], vocab_size: int, out: Path, show_progress: bool = True):
+def train_bpe(texts: list[str], vocab_size: int, out: Path, show_progress: bool | None = None):
     """Byte-level BPE with `<|endoftext|>`: writes tokenizer.json and Megatron's vocab.json + merges.txt."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -64,7 +65,7 @@ def train_bpe(texts: list[str], vocab_size: int, out: Path, show_progress: bool 
         vocab_size=vocab_size,
         special_tokens=[EOD_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=show_progress,
+        show_progress=interactive() if show_progress is None else show_progress,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     out.mkdir(parents=True, exist_ok=True)

@@ -186,7 +186,8 @@ async def start_server(models: ModelSet, port: int, host: str, keys: ApiKeys, li
     """The gRPC service on `host:port` (the REST host: loopback unless told otherwise), behind the same keys; a message
     is bounded like a REST body, and calls at once by `max_grpc_rpcs` (beyond: RESOURCE_EXHAUSTED)."""
     options = [("grpc.max_receive_message_length", limits.max_body_bytes),
-               ("grpc.max_concurrent_streams", 100)]
+               ("grpc.max_concurrent_streams", 100),
+               ("grpc.so_reuseport", 0)]  # gRPC's default would let a second gateway share the port silently
     server = grpc.aio.server(interceptors=[ApiKeyInterceptor(keys)] if keys.required else [], options=options,
                              maximum_concurrent_rpcs=limits.max_grpc_rpcs)
     pb2_grpc.add_TextGenerationServicer_to_server(TextGeneration(models), server)

@@ -10,13 +10,14 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from glotta.core.progress import rich_progress
 
 from .config import PrepareConfig
 from .steps import SHARD_STEPS, find_duplicates
@@ -36,8 +37,7 @@ def run_step(step: str, cfg_json: str, shard: int) -> str:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=not sys.stderr.isatty())
+    return rich_progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
 def local(cfg: PrepareConfig, step: str, workers: int) -> None:
