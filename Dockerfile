@@ -25,16 +25,26 @@ COPY cli ./cli
 # time GLOTTA_MODEL_REPOSITORY=/models is the repository, where engines are mounted.
 COPY model_repository ./model_repository
 # The image's own Python packages stay exactly as NVIDIA built them (TensorRT-LLM's transformers refuses another
-# tokenizers; its convert_checkpoint.py and trtllm-build need them): the gateway gets a virtual environment of its
-# own with its serving dependencies (no torch), and the image's Python gets only Glotta's code (--no-deps), which the
-# pre/post-processing models running inside Triton's Python backend import. The gRPC stubs are compiled now.
-RUN python3 -m venv /opt/glotta/venv \
+# tokenizers; trtllm-build needs them): the gateway gets a virtual environment of its own, made from the image's
+# Python (the NGC base has no ensurepip: python3-venv brings it), with its serving dependencies (no torch). Triton's
+# Python-backend stub runs on that venv too: Glotta's launcher puts the venv's bin first on PATH, where the stub
+# finds its Python (same version, so the stub's libpython matches), and the CPU models and the pre/post-processing
+# models import onnxruntime, tokenizers and Glotta from it. The image's Python gets only Glotta's code (--no-deps),
+# for build.sh's conversion through TensorRT-LLM's Python API. The gRPC stubs are compiled now.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3-venv \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/glotta/venv \
     && /opt/glotta/venv/bin/pip install --no-cache-dir . \
     && /opt/glotta/venv/bin/python -c "from glotta.server.grpc_api import load_stubs; load_stubs()" \
     && python3 -m pip install --no-cache-dir --no-deps .
 
-# Converted engines are mounted over the *-engine folders (see README, "Deploy on DGX").
+# Converted engines are mounted over the *-engine folders (see README, "Deploy on DGX"). The FasterTransformer
+# ensemble is left out: FasterTransformer's backend last shipped in the 22.12 image, on Python 3.8, which cannot import
+# Glotta (Python >= 3.10) for its pre/post-processing; this image is TensorRT-LLM's.
 COPY model_repository /models
+RUN rm -rf /models/glotta-fr-ft /models/glotta-fr-ft-*
 
 EXPOSE 5000 50051 8000 8001 8002
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \

@@ -45,7 +45,8 @@ bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/data_prep.py
 
-# On a GPU machine with TensorRT (e.g. the NGC image): engines of the demo model next to the CPU figures.
+# First contact with a GPU machine (bare host): installs TensorRT-LLM into .venv-trtllm, builds fp16 / INT8 weight-only /
+# INT8-KV / 2:4 engines of the demo model, runs them, compares greedy tokens with the CPU engine; exit 3 without a GPU.
 gpu-check: $(VENV)/.test-deps
 	$(BIN)/python -m glotta.export.gpu_check
 

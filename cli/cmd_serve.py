@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from pathlib import Path
 
 from glotta.core.errors import GlottaError
@@ -82,7 +83,7 @@ def _serve(a: argparse.Namespace) -> int:
     from glotta.server.triton.launcher import TritonLaunchError, TritonServer
 
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    triton = None
+    triton, died = None, []
     try:
         check_old_spellings(a)
         api_keys = ApiKeys.load(a.api_key, a.api_key_file)
@@ -101,6 +102,8 @@ def _serve(a: argparse.Namespace) -> int:
             console.print(f"starting tritonserver; its log: {triton.log_path}")
             with console.status("waiting for tritonserver to be ready"):
                 triton.start()
+            # a Triton that dies takes this gateway down (exit 1): its supervisor restarts both
+            triton.watch(lambda code: (died.append(code), os.kill(os.getpid(), signal.SIGTERM)))
             a.triton_url = [triton.grpc_url]
         engines = _engines(a, dirs)
         if a.chat_template:
@@ -130,6 +133,9 @@ def _serve(a: argparse.Namespace) -> int:
     finally:
         if triton is not None:
             triton.stop()
+    if died:
+        return fail(f"tritonserver exited with {died[0]} while serving (its log: {triton.log_path}); its stubs were "
+                    "stopped, and this gateway stopped with it")
     return 0
 
 

@@ -27,6 +27,37 @@ def _start(a: argparse.Namespace) -> int:
     return 0
 
 
+@handles_errors(LookupError)
+def _run(a: argparse.Namespace) -> int:
+    """In the foreground, for a container: the same launch as `glotta serve --engine triton` (mpirun for a
+    tensor-parallel engine, stubs on this environment's Python); SIGTERM stops it; if tritonserver dies, this exits
+    with its code, so the pod restarts."""
+    import signal
+    import threading
+
+    from glotta.core.paths import model_repository
+    from glotta.modeling.model_folder import resolve_model
+    from glotta.server.triton.launcher import TritonLaunchError, TritonServer, cpu_models
+
+    repo = model_repository()
+    stop, died = threading.Event(), []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        names = [resolve_model(m).name for m in a.model] if a.model else cpu_models(repo)
+        server = TritonServer(repo, names, *ports(a.base_port), host=a.host).start(timeout=a.start_timeout)
+    except TritonLaunchError as e:
+        return fail(e)
+    server.watch(lambda code: (died.append(code), stop.set()))
+    console.print(f"tritonserver pid {server.proc.pid}: HTTP {server.http_url}, gRPC {server.grpc_url}, "
+                  f"models {names}; log {server.log_path}")
+    stop.wait()
+    server.stop()
+    if died:
+        return fail(f"tritonserver exited with {died[0]} (its log: {server.log_path})")
+    return 0
+
+
 def _stop(a: argparse.Namespace) -> int:
     from glotta.server.triton.launcher import stop_detached
 
@@ -56,5 +87,11 @@ def register(sub) -> None:
     s.add_argument("--model", action="append", help="model to load (default: every model that runs on CPU)")
     s.add_argument("--base-port", type=int, default=8000, help="HTTP port; gRPC and metrics take the next two")
     s.set_defaults(func=_start)
+    r = actions.add_parser("run", help="run tritonserver in the foreground until stopped (containers)")
+    r.add_argument("--model", action="append", help="model to load (default: every model that runs on CPU)")
+    r.add_argument("--base-port", type=int, default=8000, help="HTTP port; gRPC and metrics take the next two")
+    r.add_argument("--host", default="127.0.0.1", help="address the ports bind to (0.0.0.0 in a pod)")
+    r.add_argument("--start-timeout", type=float, default=600.0, help="seconds to wait for readiness")
+    r.set_defaults(func=_run)
     actions.add_parser("status", help="is the started tritonserver ready").set_defaults(func=_status)
     actions.add_parser("stop", help="stop the started tritonserver").set_defaults(func=_stop)

@@ -1,201 +1,220 @@
-"""GPU check: build the demo model's TensorRT engines (FP16, INT8, INT8 + 2:4) and print their greedy tokens/s
-next to the CPU ONNX Runtime figures, in one command that finishes within ten minutes on one GPU:
+"""`make gpu-check`: first contact with a lent GPU machine — a bare host, no Docker — in one command that fits in ten
+minutes of device time.
 
-    python -m glotta.export.gpu_check [--model model_repository/glotta-fr-tiny] [--tokens 128] [--batches 1,8]
+    python -m glotta.export.gpu_check [--model model_repository/glotta-fr-tiny] [--tokens 32] [--cpu-only]
+                                      [--trtllm-python PATH] [--trtllm-spec tensorrt_llm] [--work DIR]
 
-Without TensorRT or a GPU it still runs the CPU side (ONNX Runtime fp32 / INT8, the 2:4 and Q/DQ ONNX preparation)
-and says what is missing. The TensorRT runner feeds the KV-cache graph step by step with torch CUDA buffers.
+Steps, in order; each says what it needs, and one that cannot run says why:
+  cpu        the ONNX Runtime engine (fp32) on the same weights: the reference greedy tokens and tokens/s (anywhere);
+  gpu        a CUDA GPU that `nvidia-smi` lists;
+  install    a virtual environment (`.venv-trtllm`, or --trtllm-python) with TensorRT-LLM and TensorRT from
+             NVIDIA's package index, and Glotta's code (--no-deps) for its converter and runner;
+  engines    fp16, INT8 weight-only, INT8 KV cache and 2:4-sparse engines of the demo model, each written by
+             `glotta export trtllm`'s build.sh (TensorRT-LLM's Python API, then trtllm-build), run through
+             TensorRT-LLM's runtime (export/trtllm_run.py): greedy agreement with the ONNX engine on the same
+             checkpoint (the 2:4 engine against the pruned ONNX weights), tokens/s at batch 1 and 8.
+Prints a table. Exit code: 0 when every step asked for ran; 3 when the GPU steps were asked for and this machine
+cannot run them (the table says which and why); 1 when a step failed. `--cpu-only` runs the first step alone.
+
+Triton's tensorrtllm backend is not pip-installable: the Triton half (both ensembles in NVIDIA's own tritonserver,
+a greedy and a sampled request through each) runs inside the image on a GPU host —
+`docker run --gpus all --entrypoint python3 glotta -m glotta.export.gpu_ensembles` (export/gpu_ensembles.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from .tensorrt import DECODE, PREFILL
-
-PROMPT = "La configuration du serveur se fait dans le fichier"
-
-
-def _prompt_ids(model: Path, batch: int) -> np.ndarray:
-    from tokenizers import Tokenizer
-
-    ids = Tokenizer.from_file(str(model / "tokenizer.json")).encode(PROMPT).ids
-    return np.array([ids] * batch, np.int64)
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["La configuration du serveur se fait dans le fichier", "Le noyau Linux", "Pour installer un paquet,",
+           "Il était une fois une tortue qui vivait dans"]
+ENGINES = {"fp16": dict(precision="fp16"), "int8 weight-only": dict(precision="int8"),
+           "int8 KV cache": dict(precision="fp16", int8_kv_cache=True), "2:4 sparse": dict(precision="fp16-sparse")}
+NEEDS_GPU = 3
 
 
-def cpu_tokens_per_s(graph: Path, ids: np.ndarray, tokens: int) -> float:
-    """Greedy decode on the CPU with the fused decoder graph the gateway serves."""
-    import os
+@dataclass
+class Step:
+    name: str
+    status: str = "not run"  # ran | failed | skipped
+    why: str = ""
+    seconds: float = 0.0
+    figures: dict = field(default_factory=dict)
+
+
+def cpu_greedy(graph: Path, prompts: list[list[int]], tokens: int) -> tuple[list[list[int]], float]:
+    """Greedy continuations on the CPU engine the gateway serves (one prompt at a time), and batch-1 tokens/s."""
+    import numpy as np
 
     from glotta.server.engine.decoder_session import DecoderSession
 
-    model = DecoderSession(graph, os.cpu_count() or 1, ids.shape[0], ids.shape[1] + tokens)
-    start = time.perf_counter()
-    logits, lengths = model.prefill([list(r) for r in ids], 0)
-    next_ids = np.array([row[-1].argmax() for row in logits])
-    for _ in range(tokens - 1):
-        next_ids = model.decode(next_ids, lengths).argmax(-1)
-        lengths = lengths + 1
-    return ids.shape[0] * tokens / (time.perf_counter() - start)
-
-
-def agreement(reference: Path, other: Path, prompts: list[list[int]]) -> float:
-    """Share of positions where both ONNX models (CPU) pick the same next token, over every prompt position."""
-    from glotta.server.engine.onnx_model import OnnxCausalLM
-
-    a, b = OnnxCausalLM(reference), OnnxCausalLM(other)
-    same = total = 0
+    out, start = [], time.perf_counter()
     for ids in prompts:
-        x, _ = a.prefill([ids], 0)
-        y, _ = b.prefill([ids], 0)
-        same += int((x[0].argmax(-1) == y[0].argmax(-1)).sum())
-        total += len(ids)
+        model = DecoderSession(graph, 2, 1, len(ids) + tokens)
+        logits, lengths = model.prefill([ids], 0)
+        nxt = np.array([logits[0][-1].argmax()])
+        got = [int(nxt[0])]
+        for _ in range(tokens - 1):
+            nxt = model.decode(nxt, lengths).argmax(-1)
+            lengths = lengths + 1
+            got.append(int(nxt[0]))
+        out.append(got)
+    return out, len(prompts) * tokens / (time.perf_counter() - start)
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    """Share of positions where both continuations agree, up to the first difference of each prompt."""
+    same = total = 0
+    for x, y in zip(a, b):
+        n = 0
+        while n < min(len(x), len(y)) and x[n] == y[n]:
+            n += 1
+        same, total = same + n, total + len(x)
     return same / max(total, 1)
 
 
-class TrtRunner:
-    """One TensorRT execution context over the KV-cache graph: prefill, then one token per step."""
+def gpu_visible() -> str | None:
+    """None when a CUDA GPU is listed, else why not."""
+    if shutil.which("nvidia-smi") is None:
+        return "no nvidia-smi: no NVIDIA driver on this machine"
+    r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return None if r.returncode == 0 and "GPU" in r.stdout else f"nvidia-smi lists no GPU ({r.stderr.strip()})"
 
-    def __init__(self, plan: Path) -> None:
-        import tensorrt as trt
-        import torch
 
-        self.trt, self.torch = trt, torch
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
-        self.ctx = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        self.past_names = [n for n in self.inputs if n.startswith("past_key_values.")]
+def install(venv: Path, spec: str) -> Path:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    probe = subprocess.run([str(python), "-c", "import tensorrt_llm"], capture_output=True, text=True)
+    if probe.returncode:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--extra-index-url", "https://pypi.nvidia.com",
+                        spec], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)], check=True)
+    return python
 
-    def _dtype(self, name: str):
-        return getattr(self.torch, np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name)
 
-    def _run(self, feeds: dict, profile: int) -> dict:
-        torch = self.torch
-        # our stream is non-blocking (PyTorch's kind): it must wait for the stream that produced the inputs
-        self.stream.wait_stream(torch.cuda.current_stream())
-        if self.ctx.active_optimization_profile != profile:
-            self.ctx.set_optimization_profile_async(profile, self.stream.cuda_stream)
-        keep = []
-        for name in self.inputs:
-            t = feeds[name].to(self._dtype(name)).contiguous()
-            keep.append(t)
-            self.ctx.set_input_shape(name, tuple(t.shape))
-            # an empty past still needs a valid address
-            self.ctx.set_tensor_address(name, t.data_ptr() if t.numel() else torch.empty(1, device="cuda").data_ptr())
-        out = {}
-        for name in self.outputs:
-            out[name] = torch.empty(tuple(self.ctx.get_tensor_shape(name)), dtype=self._dtype(name), device="cuda")
-            self.ctx.set_tensor_address(name, out[name].data_ptr())
-        self.ctx.execute_async_v3(self.stream.cuda_stream)
-        self.stream.synchronize()
-        return out
+def _run(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(cmd[:3])} … exited {r.returncode}: {(r.stderr or r.stdout)[-800:]}")
+    return r
 
-    def tokens_per_s(self, ids: np.ndarray, tokens: int) -> float:
-        torch = self.torch
-        b, s = ids.shape
-        shape = self.engine.get_tensor_shape(self.past_names[0])  # [-1, heads, -1, head_dim]
-        past = {n: torch.zeros((b, shape[1], 0, shape[3]), device="cuda") for n in self.past_names}
-        x = torch.from_numpy(ids).cuda()
-        mask = torch.ones((b, s), dtype=torch.int64, device="cuda")
-        pos = torch.arange(s, device="cuda").expand(b, s)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for step in range(tokens):
-            out = self._run({"input_ids": x, "attention_mask": mask, "position_ids": pos, **past},
-                            DECODE if step else PREFILL)
-            x = out["logits"][:, -1].argmax(-1, keepdim=True).to(torch.int64)
-            past = {p: out[p.replace("past_key_values.", "present.")] for p in self.past_names}
-            mask = torch.ones((b, mask.shape[1] + 1), dtype=torch.int64, device="cuda")
-            pos = torch.full((b, 1), s + step, dtype=torch.int64, device="cuda")
-        torch.cuda.synchronize()
-        return b * tokens / (time.perf_counter() - start)
+
+def build_and_run(label: str, options: dict, model: Path, python: Path, work: Path, prompts: list[list[int]],
+                  tokens: int, eod: int) -> dict:
+    """One engine: the HF folder of the weights (pruned to 2:4 for the sparse engine), build.sh, the runtime."""
+    import os
+
+    from glotta.core.tokenizer import copy_tokenizer_files
+    from glotta.modeling.engine_graph import engine_graph
+    from glotta.modeling.registry import for_hf_config
+
+    from .onnx_export import hf_from_onnx
+    from .trtllm import TrtllmPlan, script, write_calibration
+
+    folder = work / label.replace(" ", "-")
+    source = model
+    if options["precision"].endswith("sparse"):  # the same checkpoint as the ONNX reference: pruned first
+        from .sparsity import sparsify_onnx
+
+        source = folder / "pruned"
+        shutil.copytree(model, source, dirs_exist_ok=True)
+        sparsify_onnx(model / "1" / "model.onnx", source / "1" / "model.onnx")
+    hf = hf_from_onnx(source)
+    family = for_hf_config(hf.config.to_dict())
+    calib = work / "calib.jsonl"
+    calib.write_text("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS * 8))
+    plan = TrtllmPlan(folder / f"hf-{family.name}", folder / "checkpoint", folder / "engine", family.trtllm,
+                      max_batch=8, max_input_len=64, max_seq_len=64 + tokens, calib_dataset=str(calib), **options)
+    hf.save_pretrained(plan.hf_dir, safe_serialization=True)
+    copy_tokenizer_files(model, plan.hf_dir)
+    if plan.calibrates:
+        write_calibration(plan)
+    (folder / "build.sh").write_text(script(plan))
+    bin_dir = str(python.parent)
+    env = {**os.environ, "PYTHON": str(python), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    start = time.perf_counter()
+    _run(["bash", str(folder / "build.sh")], env)
+    built = time.perf_counter() - start
+    (folder / "prompts.json").write_text(json.dumps(prompts))
+    r = _run([str(python), "-m", "glotta.export.trtllm_run", "--engine-dir", str(plan.engine_dir), "--prompts",
+              str(folder / "prompts.json"), "--tokens", str(tokens), "--end-id", str(eod)], env)
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    reference, _ = cpu_greedy(engine_graph(source), prompts, tokens)
+    return {"build s": round(built), "agreement": round(agreement(reference, result["greedy"]), 3),
+            **{f"tok/s @{b}": round(v) for b, v in result["tokens_per_s"].items()}}
+
+
+def table(steps: list[Step]) -> str:
+    lines = ["| step | status | seconds | figures / why |", "|---|---|---|---|"]
+    for s in steps:
+        shown = ", ".join(f"{k} {v}" for k, v in s.figures.items()) or s.why
+        lines.append(f"| {s.name} | {s.status} | {s.seconds:.0f} | {shown} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="model_repository/glotta-fr-tiny")
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--work", help="folder for the ONNX variants and plans (default: a temporary one)")
+    ap.add_argument("--model", type=Path, default=ROOT / "model_repository" / "glotta-fr-tiny")
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--cpu-only", action="store_true", help="only the CPU reference (no GPU step is asked for)")
+    ap.add_argument("--trtllm-python", type=Path, help="a Python that has TensorRT-LLM (skips the install)")
+    ap.add_argument("--trtllm-spec", default="tensorrt_llm", help="what pip installs (e.g. tensorrt_llm==0.14.0)")
+    ap.add_argument("--work", type=Path, help="folder for the engines (default: a temporary one)")
     a = ap.parse_args(argv)
-    from glotta.export.sparsity import sparsify_onnx, verify_path
+    from glotta.core.tokenizer import Tokenizer
     from glotta.modeling.engine_graph import engine_graph
 
-    from . import tensorrt as trt_export
-    from .tensorrt import calibration_ids
-
-    model = Path(a.model)
-    onnx_path = model / "1" / "model.onnx"
-    batches = [int(b) for b in a.batches.split(",")]
-    work = Path(a.work or tempfile.mkdtemp(prefix="glotta-gpu-check-"))
+    work = a.work or Path(tempfile.mkdtemp(prefix="glotta-gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
-    median = lambda f: statistics.median(f() for _ in range(a.repeats))  # noqa: E731
-    rows: dict[str, dict[int, float]] = {}
-    engines = {"CPU engine fp32": engine_graph(model), "CPU engine INT8": engine_graph(model, "int8")}
-    for label, path in engines.items():
-        rows[label] = {b: median(lambda: cpu_tokens_per_s(path, _prompt_ids(model, b), a.tokens)) for b in batches}
-        print(label, json.dumps(rows[label]), flush=True)
-    sparse = work / "sparse.onnx"
-    sparsify_onnx(onnx_path, sparse)
-    calib = calibration_ids(model)
-    qdq = trt_export.quantize_qdq(onnx_path, work / "qdq.onnx", calib)
-    qdq_sparse = trt_export.quantize_qdq(sparse, work / "qdq-sparse.onnx", calib)
-    print(f"prepared {sparse} (2:4 verifier: {verify_path(sparse).ok}), {qdq}, {qdq_sparse}", flush=True)
-    for label, path in (("Q/DQ INT8", qdq), ("Q/DQ INT8 + 2:4 (no recovery fine-tune)", qdq_sparse)):
-        print(f"{label} ONNX: next-token agreement with fp32 on the calibration prompts "
-              f"{agreement(onnx_path, path, calib):.3f}", flush=True)
-    try:
-        trt_export.require_tensorrt()
-        import torch
-
-        if not torch.cuda.is_available():
-            raise trt_export.TensorRTUnavailable("no CUDA GPU visible to torch")
-    except (trt_export.TensorRTUnavailable, ImportError) as e:
-        print(f"TensorRT part skipped: {e}")
-        _table(rows, batches)
-        return _ensembles(model, work)
-    builds = {"TensorRT FP16": (onnx_path, dict(fp16=True)), "TensorRT INT8": (qdq, dict(fp16=True, int8=True)),
-              "TensorRT INT8 + 2:4": (qdq_sparse, dict(fp16=True, int8=True, sparse=True))}
-    seq = _prompt_ids(model, 1).shape[1] + a.tokens + 1
-    for label, (src, flags) in builds.items():
+    tok = Tokenizer(a.model / "tokenizer.json")
+    prompts = [tok.encode(p) for p in PROMPTS]
+    steps = [Step("cpu"), Step("gpu"), Step("install"), *(Step(f"engine {label}") for label in ENGINES)]
+    start = time.perf_counter()
+    reference, speed = cpu_greedy(engine_graph(a.model), prompts, a.tokens)
+    steps[0].status, steps[0].seconds = "ran", time.perf_counter() - start
+    steps[0].figures = {"tok/s @1": round(speed), "tokens": sum(map(len, reference))}
+    python = None
+    if a.cpu_only:
+        for s in steps[1:]:
+            s.status, s.why = "skipped", "--cpu-only"
+    elif (why := gpu_visible()) is not None:
+        for s in steps[1:]:
+            s.status, s.why = "skipped", f"needs a GPU: {why}"
+    else:
+        steps[1].status, steps[1].why = "ran", "nvidia-smi lists a GPU"
         start = time.perf_counter()
-        info = trt_export.build_engine(src, work / f"{label.split()[-1]}.plan", max_batch=max(batches), max_seq=seq,
-                                       **flags)
-        print(f"{label}: built in {time.perf_counter() - start:.0f} s, {info['bytes'] / 2**20:.1f} MiB; "
-              f"{' | '.join(info['sparsity_log'][-2:]) or 'no sparsity lines'}", flush=True)
-        runner = TrtRunner(Path(info["plan"]))
-        runner.tokens_per_s(_prompt_ids(model, 1), 8)  # warm-up
-        rows[label] = {b: median(lambda: runner.tokens_per_s(_prompt_ids(model, b), a.tokens)) for b in batches}
-        print(label, json.dumps(rows[label]), flush=True)
-    _table(rows, batches)
-    return _ensembles(model, work)
-
-
-def _ensembles(model: Path, work: Path) -> int:
-    """Both GPU ensembles in NVIDIA's tritonserver, one greedy and one sampled request each (gpu_ensembles.py)."""
-    from .gpu_ensembles import check_ensembles
-
-    print("\n".join(check_ensembles(model, model.parent, work / "ensembles")), flush=True)
-    return 0
-
-
-def _table(rows: dict[str, dict[int, float]], batches: list[int]) -> None:
-    base = rows["CPU engine fp32"]
-    print("\n| engine | " + " | ".join(f"batch {b} tok/s (× CPU fp32)" for b in batches) + " |")
-    for label, r in rows.items():
-        print(f"| {label} | " + " | ".join(f"{r[b]:,.0f} ({r[b] / base[b]:.1f}×)" for b in batches) + " |")
+        try:
+            python = a.trtllm_python or install(ROOT / ".venv-trtllm", a.trtllm_spec)
+            steps[2].status = "ran"
+        except (subprocess.CalledProcessError, OSError) as e:
+            steps[2].status, steps[2].why = "failed", str(e)
+        steps[2].seconds = time.perf_counter() - start
+    for step, (label, options) in zip(steps[3:], ENGINES.items()):
+        if python is None:
+            step.status, step.why = step.status if step.why else "skipped", step.why or "TensorRT-LLM not installed"
+            continue
+        start = time.perf_counter()
+        try:
+            step.figures = build_and_run(label, options, a.model, python, work, prompts, a.tokens, tok.eod_id)
+            step.status = "ran"
+        except (RuntimeError, OSError, ValueError) as e:
+            step.status, step.why = "failed", str(e).replace("\n", " ")
+        step.seconds = time.perf_counter() - start
+        print(f"{step.name}: {step.status} {step.figures or step.why}", flush=True)
+    print(table(steps))
+    print(f"engines and logs: {work}")
+    if any(s.status == "failed" for s in steps):
+        return 1
+    return NEEDS_GPU if not a.cpu_only and any(s.status == "skipped" for s in steps) else 0
 
 
 if __name__ == "__main__":

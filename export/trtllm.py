@@ -1,20 +1,13 @@
-"""Megatron checkpoint → TensorRT-LLM engine: a Hugging Face folder, then TensorRT-LLM's own `convert_checkpoint.py`
-(the examples folder the family's recipe names: gpt, llama, qwen) and `trtllm-build` with flags checked here
-(TensorRT-LLM has no direct Megatron input).
+"""Megatron checkpoint → TensorRT-LLM engine: a Hugging Face folder, converted by TensorRT-LLM's own Python API
+(glotta/export/trtllm_convert.py: the family's `from_hugging_face` / `quantize`), then `trtllm-build` with flags
+checked here (TensorRT-LLM has no direct Megatron input).
 
-The commands are written to `build.sh` so they can be read, kept and rerun inside the NGC TRT-LLM image; `--run`
-runs them when `trtllm-build` is on PATH. Flag names are those of TensorRT-LLM v0.14's `examples/gpt/
-convert_checkpoint.py` and `tensorrt_llm/commands/build.py`. What that release does on its own, and why the script
-says it explicitly:
-- the GPT variant is guessed from the model folder's name: `--gpt_variant gpt2` (and the folder is named `hf-gpt2`);
-- calibration (SmoothQuant and the INT8 KV cache) loads `--calib_dataset`, default `lambada` from the Hub; a local
-  folder works only if its name contains `lambada` or `cnn_dailymail` (`load_calib_dataset` picks split and key from
-  the name: lambada → split `validation`, key `text`). Offline, the export writes your texts as
-  `calib/lambada/validation.jsonl` and points there;
-- the examples are not in the image's working directory: build.sh looks in the usual places or takes
-  `TRTLLM_GPT_EXAMPLE` / `TRTLLM_LLAMA_EXAMPLE`, and uses `python3`.
-The Llama example takes the same quantization and calibration flags, reads grouped KV heads and an untied head from
-config.json, and has no variant flag.
+The commands are written to `build.sh` so they can be read, kept and rerun where TensorRT-LLM is installed (the NGC
+image, or the venv `make gpu-check` makes); `--run` runs them when `trtllm-build` is on PATH. What the engine is
+built with is decided once, by `engine_features`, which writes both the build flags and the Triton config's
+parameters — an engine and its config.pbtxt cannot disagree. Calibration (SmoothQuant and the INT8 KV cache) reads
+local texts: `load_calib_dataset` (tensorrt_llm/models/convert_utils.py) takes a folder only when its name contains
+`lambada` (split `validation`, key `text`), so the export writes them as `calib/lambada/validation.jsonl`.
 """
 
 from __future__ import annotations
@@ -23,6 +16,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from glotta.core.atomic import atomic_write
 from glotta.core.precision import base, check_precision, is_sparse
 from glotta.modeling.megatron_reader import MegatronCheckpoint
 from glotta.modeling.registry import TrtllmRecipe, get
@@ -30,13 +24,7 @@ from glotta.modeling.registry import TrtllmRecipe, get
 # decoderMaskedMultiheadAttention.cu: MMHA_SUPPORTED_HEAD_SIZES
 TRTLLM_HEAD_SIZES = (32, 48, 64, 80, 96, 104, 112, 128, 144, 160, 192, 224, 256)
 PRECISIONS = ("fp16", "bf16", "int8", "int4", "fp16-sparse", "int8-sparse")
-# the quantization flags of each precision (int8 and int4: weight-only; SmoothQuant is int8 with --smoothquant)
-QUANT_FLAGS = {
-    "fp16": [], "bf16": [],
-    "int8": ["--use_weight_only", "--weight_only_precision", "int8"],
-    "int4": ["--use_weight_only", "--weight_only_precision", "int4"],
-}
-SMOOTHQUANT_FLAGS = ["--smoothquant", "0.5", "--per_channel", "--per_token"]
+SMOOTHQUANT_ALPHA = 0.5  # convert_checkpoint.py's --smoothquant value in TensorRT-LLM's examples
 
 
 @dataclass
@@ -54,10 +42,6 @@ class TrtllmPlan:
     tokens_per_block: int = 64
     int8_kv_cache: bool = False
     calib_dataset: str | None = None  # a local JSONL(.gz) of texts (`text` field) for calibration
-
-    @property
-    def example(self) -> str:
-        return self.recipe.example
 
     @property
     def calibrates(self) -> bool:
@@ -115,46 +99,101 @@ def write_calibration(plan: TrtllmPlan, limit: int = 512) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class EngineFeatures:
+    """What an engine is built with, decided once for both its build flags and its Triton config."""
+
+    paged_context_fmha: bool
+    kv_cache_reuse: bool
+    int8_kv_cache: bool
+    weight_sparsity: bool
+
+    def build_flags(self) -> list[str]:
+        flags = ["--context_fmha", "enable", "--use_paged_context_fmha",
+                 "enable" if self.paged_context_fmha else "disable"]
+        return flags + (["--weight_sparsity"] if self.weight_sparsity else [])
+
+    def config_parameters(self) -> dict[str, str]:
+        """tensorrtllm_backend's config.pbtxt parameters these features decide."""
+        return {"enable_kv_cache_reuse": "true" if self.kv_cache_reuse else "false"}
+
+
+def engine_features(plan: TrtllmPlan) -> EngineFeatures:
+    """The upstream rules, in one place:
+    - tensorrt_llm/builder.py (`build`): with `use_paged_context_fmha`, an INT8 KV cache raises "Paged Context FMHA
+      doesn't work with int8 kv cache currently." (the attention plugin checks the same at run time); an FP8 KV
+      cache works there only in the FP8 quantization workflow (`has_fp8_qdq`) on Ada/Hopper GPUs — not built here;
+    - tensorrtllm_backend docs (`enable_kv_cache_reuse`): reusing KV blocks across requests needs an engine built
+      with paged context FMHA. So an INT8-KV engine is built without both, and its config says so."""
+    paged = not plan.int8_kv_cache
+    return EngineFeatures(paged_context_fmha=paged, kv_cache_reuse=paged, int8_kv_cache=plan.int8_kv_cache,
+                          weight_sparsity=is_sparse(plan.precision))
+
+
 def commands(plan: TrtllmPlan) -> list[list[str]]:
-    quant = SMOOTHQUANT_FLAGS if plan.smoothquant else QUANT_FLAGS[base(plan.precision)]
     dtype = "bfloat16" if base(plan.precision) == "bf16" else "float16"
-    convert = ["python3", "${EXAMPLE}/convert_checkpoint.py", "--model_dir", str(plan.hf_dir),
-               *plan.recipe.convert_flags, "--dtype", dtype, "--tp_size", str(plan.tp), "--output_dir",
-               str(plan.checkpoint_dir), *quant]
+    convert = ["${PYTHON}", "-m", "glotta.export.trtllm_convert", "--hf-dir", str(plan.hf_dir), "--model",
+               plan.recipe.model, "--dtype", dtype, "--tp", str(plan.tp), "--output-dir", str(plan.checkpoint_dir),
+               *(a for k, v in plan.recipe.options for a in ("--option", f"{k}={v}"))]
+    if plan.smoothquant:
+        convert += ["--smoothquant", str(SMOOTHQUANT_ALPHA)]
+    elif base(plan.precision) in ("int8", "int4"):
+        convert += ["--weight-only", base(plan.precision)]
     if plan.int8_kv_cache:
-        convert.append("--int8_kv_cache")
+        convert.append("--int8-kv-cache")
     if plan.calibrates:
-        convert += ["--calib_dataset", str(plan.calib_dir)]
+        convert += ["--calib-dir", str(plan.calib_dir)]
     build = ["trtllm-build", "--checkpoint_dir", str(plan.checkpoint_dir), "--output_dir", str(plan.engine_dir),
-             "--gemm_plugin", "auto", "--gpt_attention_plugin", "auto", "--context_fmha", "enable",
-             "--use_paged_context_fmha", "enable",  # what KV-cache reuse across requests needs (the config enables it)
+             "--gemm_plugin", "auto", "--gpt_attention_plugin", "auto", *engine_features(plan).build_flags(),
              "--remove_input_padding", "enable", "--kv_cache_type", "paged", "--tokens_per_block",
              str(plan.tokens_per_block), "--max_batch_size", str(plan.max_batch), "--max_input_len",
              str(plan.max_input_len), "--max_seq_len", str(plan.max_seq_len)]
-    if is_sparse(plan.precision):
-        build.append("--weight_sparsity")
     return [convert, build]
 
 
-FIND_EXAMPLE = """EXAMPLE="${TRTLLM_@VAR@_EXAMPLE:-}"
-for d in /app/tensorrt_llm/examples/@EX@ /opt/tritonserver/tensorrtllm_backend/tensorrt_llm/examples/@EX@ \\
-         /workspace/TensorRT-LLM/examples/@EX@ ./examples/@EX@; do
-    if [ -z "$EXAMPLE" ] && [ -f "$d/convert_checkpoint.py" ]; then EXAMPLE="$d"; fi
-done
-if [ -z "$EXAMPLE" ]; then
-    echo "TensorRT-LLM's examples/@EX@ not found: set TRTLLM_@VAR@_EXAMPLE to it (git clone --branch v0.14.0" \\
-         "https://github.com/NVIDIA/TensorRT-LLM, the release of the NGC 24.10 image)" >&2
+PREAMBLE = """#!/usr/bin/env bash
+# Written by `glotta export trtllm`: run where TensorRT-LLM is installed (the NGC image; `make gpu-check`'s venv).
+set -euo pipefail
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c "import tensorrt_llm, glotta.export.trtllm_convert" 2>/dev/null; then
+    echo "$PYTHON cannot import tensorrt_llm and glotta: run inside the NGC TensorRT-LLM image (it has both), or set" \
+         "PYTHON to an interpreter that has them" >&2
     exit 2
 fi"""
 
 
 def script(plan: TrtllmPlan) -> str:
-    lines = ["#!/usr/bin/env bash", "# Written by `glotta export trtllm`; run inside the NGC TensorRT-LLM image.",
-             "set -euo pipefail", FIND_EXAMPLE.replace("@EX@", plan.example).replace("@VAR@", plan.example.upper())]
+    lines = [PREAMBLE]
     for cmd in commands(plan):
-        # the example path keeps its ${...} default unquoted so the shell expands it
+        # ${PYTHON} stays unquoted so the shell expands it
         lines.append(" ".join(c if c.startswith("${") else shlex.quote(c) for c in cmd))
     return "\n".join(lines) + "\n"
+
+
+def update_repository(plan: TrtllmPlan) -> list[Path]:
+    """When the engine is built into a model repository (`--engine-dir REPO/NAME-engine/1`), the engine model's
+    config.pbtxt gets the parameters this build decides, and the ensemble's glotta.json the engine's limits (the
+    gateway answers an over-long prompt with a 400 and `finish_reason` from them)."""
+    import re
+
+    from glotta.modeling.model_folder import ModelFolder
+
+    folder = Path(plan.engine_dir).resolve().parent
+    config = folder / "config.pbtxt"
+    written = []
+    if folder.name.endswith("-engine") and config.is_file():
+        text = config.read_text()
+        for key, value in engine_features(plan).config_parameters().items():
+            text = re.sub(rf'(key: "{key}"\s*value: {{ string_value: ")[^"]*(")', rf"\g<1>{value}\g<2>", text)
+        atomic_write(config, text)
+        written.append(config)
+        ensemble = folder.parent / folder.name.removesuffix("-engine")
+        if ModelFolder.is_model(ensemble):
+            model = ModelFolder.open(ensemble)
+            limits = {"max_input_len": plan.max_input_len, "max_seq_len": plan.max_seq_len}
+            model.spec.with_(limits=limits).write(ensemble)
+            written.append(ensemble / "glotta.json")
+    return written
 
 
 def plan_for(ckpt: MegatronCheckpoint, output: Path, engine_dir: Path | None = None, **options) -> TrtllmPlan:
@@ -185,4 +224,5 @@ def export_trtllm(source: str | Path, output: str | Path, tokenizer: str | Path 
     build = out / "build.sh"
     build.write_text(script(plan))
     build.chmod(0o755)
+    update_repository(plan)
     return plan

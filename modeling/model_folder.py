@@ -52,7 +52,13 @@ class ModelFolder:
 
     @property
     def max_context(self) -> int:
-        return self.spec.architecture.n_positions
+        """Prompt + generated tokens: the architecture's positions, or less where the built engine takes less."""
+        return min(self.spec.architecture.n_positions, self.spec.limits.get("max_seq_len", 1 << 62))
+
+    @property
+    def max_prompt(self) -> int | None:
+        """Prompt tokens the built engine takes (a TensorRT-LLM engine's max_input_len), where it says."""
+        return self.spec.limits.get("max_input_len")
 
     @property
     def onnx_path(self) -> Path:

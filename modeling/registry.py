@@ -32,9 +32,8 @@ if TYPE_CHECKING:  # spec asks the registry about families at run time; the type
 class TrtllmRecipe:
     """How TensorRT-LLM converts a family's Hugging Face folder."""
 
-    model: str  # tensorrt_llm.models class (its from_hugging_face)
-    example: str  # the examples/<folder> whose convert_checkpoint.py takes it
-    convert_flags: tuple[str, ...] = ()  # what that script would otherwise guess (GPT's variant from the folder name)
+    model: str  # tensorrt_llm.models class: its from_hugging_face / quantize convert the folder
+    options: tuple[tuple[str, str], ...] = ()  # keyword arguments it would otherwise guess (GPT's variant)
 
 
 @dataclass(frozen=True)

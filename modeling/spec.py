@@ -88,6 +88,9 @@ class TokenizerSpec:
     pad_token: str | None = None
 
 
+LIMITS = ("max_input_len", "max_seq_len")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -97,6 +100,9 @@ class ModelSpec:
     weights: str = "exchange"
     source: str | None = None
     card: dict = field(default_factory=dict, hash=False)
+    # what the engine built for this folder accepts, where less than the architecture (a TensorRT-LLM build's
+    # max_input_len and max_seq_len; `glotta export trtllm --engine-dir` writes them)
+    limits: dict = field(default_factory=dict, hash=False)
 
     @property
     def parameters(self) -> int:
@@ -109,7 +115,8 @@ class ModelSpec:
         return {"schema_version": SCHEMA_VERSION, "name": self.name, "family": self.family,
                 "architecture": asdict(self.architecture), "weights": self.weights,
                 "tokenizer": {**asdict(self.tokenizer), "eos_tokens": list(self.tokenizer.eos_tokens)},
-                "parameters": self.parameters, "source": self.source, "card": self.card}
+                "parameters": self.parameters, "source": self.source, "card": self.card,
+                **({"limits": self.limits} if self.limits else {})}
 
     @classmethod
     def from_json(cls, data: Any, where: str = META) -> "ModelSpec":
@@ -125,7 +132,8 @@ class ModelSpec:
         tok = _record(TokenizerSpec, data.get("tokenizer", {}), where, "tokenizer")
         spec = cls(name=_field(data, "name", str, where), family=_field(data, "family", str, where),
                    architecture=arch, tokenizer=replace(tok, eos_tokens=tuple(tok.eos_tokens)),
-                   weights=data.get("weights", "exchange"), source=data.get("source"), card=data.get("card") or {})
+                   weights=data.get("weights", "exchange"), source=data.get("source"), card=data.get("card") or {},
+                   limits=data.get("limits") or {})
         spec.check(where)
         return spec
 
@@ -134,6 +142,9 @@ class ModelSpec:
         from .registry import get
 
         get(self.family, where)
+        for key, value in self.limits.items():
+            if key not in LIMITS or not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise invalid(f"{where}: limits.{key} must be one of {LIMITS} with a positive integer", "limits")
         a = self.architecture
         for name, allowed in _CHOICES.items():
             value = self.weights if name == "weights" else getattr(a, name)

@@ -47,7 +47,9 @@ def _ports(container: dict) -> dict[str, int]:
 
 def test_gateway_ports_probes_and_triton_address_match_the_code():
     gw = _container("glotta-gateway")
-    args = build_parser().parse_args(gw["command"][1:] + gw["args"])
+    assert gw["command"][:2] == ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/glotta/venv/bin/glotta"]  # the venv's
+    assert "/opt/glotta/venv/bin/glotta" in (ROOT / "Dockerfile").read_text()  # where the image installs it
+    args = build_parser().parse_args(gw["command"][2:] + gw["args"])
     assert _ports(gw) == {"http": args.port, "grpc": args.grpc_port}
     served = {r.path for r in health_router.routes}
     assert {gw["livenessProbe"]["httpGet"]["path"], gw["readinessProbe"]["httpGet"]["path"]} == \
@@ -63,16 +65,20 @@ def test_gateway_ports_probes_and_triton_address_match_the_code():
 
 
 def test_triton_ports_probes_volume_and_gpu():
+    """The Triton pod starts through NGC's entrypoint and Glotta's launcher (`glotta triton run`: mpirun for TP > 1,
+    stubs on the venv's Python, the repository as working directory), whose ports the probes and Service use."""
     tr = _container("glotta-triton")
-    ports = _ports(tr)
-    flags = {a.split("=")[0]: a.split("=")[1] for a in tr["args"]}
-    assert ports == {"http": int(flags["--http-port"]), "grpc": int(flags["--grpc-port"]),
-                     "metrics": int(flags["--metrics-port"])}
+    assert tr["command"][:2] == ["/opt/nvidia/nvidia_entrypoint.sh", "/opt/glotta/venv/bin/glotta"]
+    args = build_parser().parse_args(tr["command"][2:] + tr["args"])
+    assert (args.command, args.action) == ("triton", "run") and args.host == "0.0.0.0"
+    assert _ports(tr) == {"http": args.base_port, "grpc": args.base_port + 1, "metrics": args.base_port + 2}
     assert tr["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert tr["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert {"mountPath": "/models", "name": "models", "readOnly": True} in tr["volumeMounts"]
-    assert flags["--model-repository"] == "/models"
-    load = flags["--load-model"]
+    assert {"name": "GLOTTA_MODEL_REPOSITORY", "value": "/models"} in tr["env"]
+    cache = next(m["mountPath"] for m in tr["volumeMounts"] if m["name"] == "cache")
+    assert f"GLOTTA_CACHE={cache}" in (ROOT / "Dockerfile").read_text()  # the launcher's log is writable
+    (load,) = args.model
     assert (ROOT / "model_repository" / load / "config.pbtxt").is_file()
     assert f"--model={load}" in _container("glotta-gateway")["args"]
 

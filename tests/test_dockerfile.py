@@ -85,3 +85,30 @@ def test_the_image_python_gets_glotta_alone(tmp_path):
 
     installs = json.loads((tmp_path / "report.json").read_text())["install"]
     assert [i["metadata"]["name"] for i in installs] == ["glotta"]
+
+
+def test_the_venv_can_be_made_and_the_stub_runs_on_it(monkeypatch):
+    """The NGC base's Python has no ensurepip: python3-venv is installed before `python3 -m venv`, in the same RUN.
+    Triton's Python-backend stub finds its Python through PATH: the launcher puts the running interpreter's bin (in
+    the image, the venv's, which has onnxruntime and tokenizers) first — with NVIDIA's binary too."""
+    from glotta.server.triton import launcher
+
+    run = next(r for r in re.findall(r"^RUN (.+?)(?<!\\)$", DOCKERFILE, re.M | re.S) if "venv" in r)
+    assert run.index("apt-get install -y --no-install-recommends python3-venv") < run.index("python3 -m venv")
+    monkeypatch.setattr(launcher, "find_binary", lambda: launcher.NGC_BINARY)
+    server = launcher.TritonServer(ROOT / "model_repository", ["glotta-fr-tiny"])
+    cmd, env = server.command()
+    assert cmd[0] == str(launcher.NGC_BINARY)
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
+    assert f"--backend-config=python,shm-region-prefix-name={server.shm_prefix}" in cmd
+
+
+def test_the_image_serves_no_model_it_cannot_import_glotta_in():
+    """FasterTransformer's last image (22.12) has Python 3.8; Glotta needs >= 3.10 (pyproject), so the FT ensemble's
+    pre/post-processing could never load: the image drops it, and says why."""
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"] == ">=3.10"
+    assert "RUN rm -rf /models/glotta-fr-ft /models/glotta-fr-ft-*" in DOCKERFILE
+    assert "Python 3.8" in DOCKERFILE
+    kept = [p.name for p in (ROOT / "model_repository").iterdir() if not p.name.startswith("glotta-fr-ft")]
+    for name in kept:
+        assert 'backend: "fastertransformer"' not in (ROOT / "model_repository" / name / "config.pbtxt").read_text()

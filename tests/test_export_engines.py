@@ -19,9 +19,10 @@ from tritonclient.grpc import model_config_pb2
 
 from glotta.core.tokenizer import Tokenizer
 from glotta.export import fastertransformer as ft
+from glotta.export import trtllm_convert
 from glotta.export.sparsity import verify_path
 from glotta.export.tensorrt import profiles, quantize_qdq
-from glotta.export.trtllm import TrtllmPlan, commands, validate
+from glotta.export.trtllm import TrtllmPlan, commands, engine_features, validate
 from glotta.modeling.megatron_hf import megatron_state, save_checkpoint
 from glotta.modeling.megatron_reader import MegatronCheckpoint, read
 from glotta.modeling.registry import get
@@ -268,12 +269,8 @@ def test_tensorrt_cli_without_tensorrt_says_what_to_install(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "m.plan").exists()
 
 
-# The flags TensorRT-LLM v0.14 accepts, read from its argument parsers: examples/gpt/convert_checkpoint.py
-# (parse_arguments) and tensorrt_llm/commands/build.py (parse_arguments) — the release of the NGC 24.10 image.
-CONVERT_FLAGS = {"--model_dir", "--nemo_ckpt_path", "--gpt_variant", "--tp_size", "--pp_size", "--dtype",
-                 "--use_parallel_embedding", "--embedding_sharding_dim", "--use_embedding_sharing", "--use_weight_only",
-                 "--weight_only_precision", "--calib_dataset", "--int8_kv_cache", "--per_channel", "--per_token",
-                 "--smoothquant", "--dataset_cache_dir", "--output_dir", "--workers", "--log_level"}
+# The flags TensorRT-LLM v0.14 accepts, read from its argument parser: tensorrt_llm/commands/build.py
+# (parse_arguments) — the release of the NGC 24.10 image.
 BUILD_FLAGS = {"--checkpoint_dir", "--model_config", "--build_config", "--model_cls_file", "--model_cls_name",
                "--output_dir", "--max_batch_size", "--max_input_len", "--max_seq_len", "--max_beam_width",
                "--max_num_tokens", "--opt_num_tokens", "--max_prompt_embedding_table_size", "--kv_cache_type",
@@ -293,13 +290,14 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint, tokenizer):
     shape = _gpt(hidden=128, heads=4, positions=32, layers=2, vocab=300)
     validate(plan, shape)
     convert, build = commands(plan)
-    assert convert[convert.index("--tp_size") + 1] == "2"
-    assert convert[-3:] == ["--use_weight_only", "--weight_only_precision", "int8"]
+    assert convert[:3] == ["${PYTHON}", "-m", "glotta.export.trtllm_convert"]  # TRT-LLM's Python API, no example
+    assert convert[convert.index("--tp") + 1] == "2" and convert[convert.index("--model") + 1] == "GPTForCausalLM"
+    assert convert[-2:] == ["--weight-only", "int8"] and "gpt_variant=gpt2" in convert
     assert build[0] == "trtllm-build" and "--weight_sparsity" in build
     assert build[build.index("--kv_cache_type") + 1] == "paged" and build[build.index("--max_seq_len") + 1] == "32"
     assert build[build.index("--use_paged_context_fmha") + 1] == "enable"  # KV-cache reuse needs it
-    assert convert[0] == "python3" and convert[convert.index("--gpt_variant") + 1] == "gpt2"
-    for cmd, known in ((convert, CONVERT_FLAGS), (build, BUILD_FLAGS)):
+    own = {o for a in trtllm_convert.parser()._actions for o in a.option_strings}
+    for cmd, known in ((convert, own), (build, BUILD_FLAGS)):
         assert {a for a in cmd if a.startswith("--")} <= known, {a for a in cmd if a.startswith("--")} - known
     for bad, msg in ((dict(tp=3), "split over --tp 3"), (dict(max_seq_len=64), "exceeds the model's 32"),
                      (dict(precision="int8", smoothquant=True), "--calib-dataset"),
@@ -318,13 +316,144 @@ def test_trtllm_commands_and_cli(tmp_path, tp2_checkpoint, tokenizer):
     hf = out / "hf-gpt2"  # TRT-LLM v0.14 guesses the variant from the folder's name, and it is given explicitly too
     assert (hf / "model.safetensors").is_file() and (hf / "config.json").is_file()
     text = (out / "build.sh").read_text()
-    assert "convert_checkpoint.py --model_dir" in text and "trtllm-build --checkpoint_dir" in text
+    assert "-m glotta.export.trtllm_convert --hf-dir" in text and "trtllm-build --checkpoint_dir" in text
     assert subprocess.run(["bash", "-n", str(out / "build.sh")]).returncode == 0
     if importlib.util.find_spec("tensorrt_llm") is None:
         assert r.returncode == 2 and "trtllm-build is not on PATH" in r.stderr
-    env = {**os.environ, "TRTLLM_GPT_EXAMPLE": ""}
-    missing = subprocess.run(["bash", str(out / "build.sh")], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert missing.returncode == 2 and "TRTLLM_GPT_EXAMPLE" in missing.stderr  # says what to set, runs nothing
+        env = {**os.environ, "PYTHON": sys.executable}
+        missing = subprocess.run(["bash", str(out / "build.sh")], capture_output=True, text=True, env=env,
+                                 cwd=tmp_path)
+        assert missing.returncode == 2 and "cannot import tensorrt_llm" in missing.stderr  # says why, runs nothing
+
+
+def _config(text: str):
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def _builder_accepts(build: list[str], kv_quant: str | None) -> str | None:
+    """tensorrt_llm/builder.py `build` (v0.14 and since), the checks on the flags these commands set: with
+    `use_paged_context_fmha`, an INT8 KV cache raises "Paged Context FMHA doesn't work with int8 kv cache currently."
+    and an FP8 one outside the FP8 quantization workflow raises "FP8 Paged Context FMHA only works with fp8
+    quantization workflow currently."; and commands/build.py's `--use_paged_context_fmha` needs `--context_fmha`."""
+    flag = dict(zip(build, build[1:]))
+    paged = flag.get("--use_paged_context_fmha") == "enable"
+    if paged and kv_quant == "int8":
+        return "Paged Context FMHA doesn't work with int8 kv cache currently."
+    if paged and kv_quant == "fp8":
+        return "FP8 Paged Context FMHA only works with fp8 quantization workflow currently."
+    if paged and flag.get("--context_fmha") != "enable":
+        return "paged context FMHA without context FMHA"
+    return None
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8", "int4", "fp16-sparse", "int8-sparse"])
+@pytest.mark.parametrize("int8_kv", [False, True])
+def test_every_trtllm_build_passes_the_builders_checks_and_its_config_matches(tmp_path, precision, int8_kv):
+    """Each precision, with and without the INT8 KV cache: trtllm-build's own checks accept the flags, and the Triton
+    config says KV-cache reuse only where the engine has paged context FMHA (tensorrtllm_backend:
+    enable_kv_cache_reuse needs it)."""
+    from glotta.server.triton.config_writers.engines import engine_config
+
+    plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", GPT2, precision=precision,
+                      int8_kv_cache=int8_kv, calib_dataset="x", max_input_len=16, max_seq_len=32)
+    convert, build = commands(plan)
+    assert _builder_accepts(build, "int8" if int8_kv else None) is None, build
+    assert ("--int8-kv-cache" in convert) == int8_kv and ("--weight_sparsity" in build) == precision.endswith("sparse")
+    features = engine_features(plan)
+    assert features.kv_cache_reuse == (build[build.index("--use_paged_context_fmha") + 1] == "enable") != int8_kv
+    config = engine_config("m-engine", "tensorrtllm-24.10", overrides=features.config_parameters())
+    reuse = _config(config).parameters["enable_kv_cache_reuse"].string_value
+    assert reuse == ("false" if int8_kv else "true")
+    assert "dynamic_batching" in config  # as upstream's tensorrt_llm/config.pbtxt
+    old = ["--context_fmha", "enable", "--use_paged_context_fmha", "enable"]  # what the export wrote before
+    assert _builder_accepts(old, "int8") is not None  # the check above can fail
+
+
+def test_trtllm_convert_calls_the_python_api_per_rank(tmp_path, monkeypatch):
+    """The converter's calls, recorded by a stand-in `tensorrt_llm` package (the real one needs a GPU machine and
+    runs in `make gpu-check`): one from_hugging_face + save_checkpoint per rank with a weight-only QuantConfig, and one
+    calibrated quantize() for the INT8 KV cache, with the calibration folder and the family's options."""
+    import types
+
+    calls = []
+
+    class Model:
+        @classmethod
+        def from_hugging_face(cls, path, dtype, mapping, quant_config, **options):
+            calls.append(("from_hugging_face", path, dtype, mapping, quant_config, options))
+            return cls()
+
+        @classmethod
+        def quantize(cls, path, out, dtype, mapping, quant_config, calib_dataset, **options):
+            calls.append(("quantize", path, out, dtype, mapping, quant_config, calib_dataset, options))
+
+        def save_checkpoint(self, out, save_config):
+            calls.append(("save_checkpoint", out, save_config))
+
+    root = types.ModuleType("tensorrt_llm")
+    modules = {"tensorrt_llm": root, "tensorrt_llm.models": types.ModuleType("m"),
+               "tensorrt_llm.mapping": types.ModuleType("m"), "tensorrt_llm.models.modeling_utils":
+               types.ModuleType("m"), "tensorrt_llm.quantization": types.ModuleType("m")}
+    modules["tensorrt_llm.models"].GPTForCausalLM = Model
+    modules["tensorrt_llm.mapping"].Mapping = lambda **kw: kw
+    modules["tensorrt_llm.models.modeling_utils"].QuantConfig = lambda **kw: kw
+    modules["tensorrt_llm.quantization"].QuantAlgo = types.SimpleNamespace(W8A16="W8A16", INT8="INT8")
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", GPT2, tp=2, precision="int8")
+    assert trtllm_convert.main(commands(plan)[0][3:]) == 0
+    assert [c[0] for c in calls] == ["from_hugging_face", "save_checkpoint"] * 2
+    assert calls[0][3] == {"world_size": 2, "rank": 0, "tp_size": 2, "pp_size": 1}
+    assert calls[0][4] == {"quant_algo": "W8A16", "kv_cache_quant_algo": None}
+    assert calls[0][5] == {"gpt_variant": "gpt2"} and calls[1][2] is True and calls[3][2] is False
+    calls.clear()
+    plan = TrtllmPlan(tmp_path / "hf", tmp_path / "ck", tmp_path / "eng", GPT2, tp=2, int8_kv_cache=True,
+                      calib_dataset="x")
+    assert trtllm_convert.main(commands(plan)[0][3:]) == 0
+    (name, _, out, dtype, mapping, quant, calib, options), = calls
+    assert name == "quantize" and quant == {"quant_algo": None, "kv_cache_quant_algo": "INT8"}
+    assert calib == str(plan.calib_dir) and mapping == {"world_size": 2, "tp_size": 2, "pp_size": 1}
+
+
+def test_an_engine_built_into_the_repository_updates_its_config_and_limits(tmp_path, tp2_checkpoint, tokenizer):
+    """`--engine-dir REPO/NAME-engine/1`: the engine model's config gets this build's KV-reuse setting and the
+    ensemble's glotta.json the build's limits, which the gateway then enforces (an over-long prompt is a 400)."""
+    import asyncio
+
+    from glotta.core.errors import ErrorKind, GlottaError
+    from glotta.server.engine.interface import GenerationRequest
+    from glotta.server.triton.triton_engine import TritonEngine
+
+    from .conftest import REPO
+
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": f"Phrase numéro {i}."}) + "\n" for i in range(8)))
+    repo = tmp_path / "repo"
+    for name in ("glotta-fr-tiny", "glotta-fr-trtllm", "glotta-fr-trtllm-engine"):
+        shutil.copytree(REPO / name, repo / name)
+    r = subprocess.run([sys.executable, "-m", "glotta.cli", "export", "trtllm", str(tp2_checkpoint), "--output",
+                        str(tmp_path / "out"), "--tokenizer", str(tokenizer), "--max-input-len", "16",
+                        "--max-seq-len", "32", "--int8-kv-cache", "--calib-dataset", str(texts), "--engine-dir",
+                        str(repo / "glotta-fr-trtllm-engine" / "1")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    reuse = _config((repo / "glotta-fr-trtllm-engine" / "config.pbtxt").read_text())
+    assert reuse.parameters["enable_kv_cache_reuse"].string_value == "false"
+    assert json.loads((repo / "glotta-fr-trtllm" / "glotta.json").read_text())["limits"] == {
+        "max_input_len": 16, "max_seq_len": 32}
+    engine = TritonEngine("127.0.0.1:1", repo / "glotta-fr-trtllm")
+    assert engine.max_context == 32 and engine.max_prompt == 16
+
+    async def ask(prompt: str, n: int):
+        async for _ in engine.generate(GenerationRequest(prompt=prompt, max_new_tokens=n)):
+            pass
+
+    with pytest.raises(GlottaError, match="max_input_len") as e:
+        asyncio.run(ask("Le noyau Linux " * 8, 4))
+    assert e.value.kind == ErrorKind.INVALID and e.value.param == "prompt"
+    with pytest.raises(GlottaError, match="> 32") as e:
+        asyncio.run(ask("Le noyau", 31))
+    assert e.value.kind == ErrorKind.INVALID
 
 
 def test_trtllm_calibration_works_offline_with_a_local_file(tmp_path, tp2_checkpoint, tokenizer):
@@ -342,20 +471,26 @@ def test_trtllm_calibration_works_offline_with_a_local_file(tmp_path, tp2_checkp
     rows = [json.loads(line) for line in calib.read_text().splitlines()]
     assert len(rows) == 20 and rows[3] == {"text": "Phrase numéro 3."}
     text = (out / "build.sh").read_text()
-    assert f"--int8_kv_cache --calib_dataset {calib.parent}" in text
+    assert f"--int8-kv-cache --calib-dir {calib.parent}" in text
+    assert "--use_paged_context_fmha disable" in text  # TRT-LLM refuses paged context FMHA with an INT8 KV cache
 
 
-def test_gpu_check_runs_its_cpu_side_anywhere(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "glotta.export.gpu_check", "--model", str(TINY), "--tokens", "4",
-                        "--batches", "1", "--repeats", "1", "--work", str(tmp_path)], capture_output=True, text=True,
-                       timeout=300)
+def test_gpu_check_says_which_steps_need_a_gpu_and_fails_when_asked_for_them(tmp_path):
+    """On a machine without a GPU: `--cpu-only` runs the reference and exits 0; asked for everything (what
+    `make gpu-check` asks), it runs what it can, names each GPU step with why it cannot run, and exits 3."""
+    if shutil.which("nvidia-smi") is not None:
+        pytest.skip("a GPU machine: `make gpu-check` runs the GPU steps for real")
+    base = [sys.executable, "-m", "glotta.export.gpu_check", "--model", str(TINY), "--tokens", "4", "--work",
+            str(tmp_path)]
+    r = subprocess.run([*base, "--cpu-only"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "2:4 verifier: True" in r.stdout and "| CPU engine INT8 |" in r.stdout
-    has_trt = importlib.util.find_spec("tensorrt") is not None and shutil.which("nvidia-smi") is not None
-    assert ("TensorRT part skipped" in r.stdout) == (not has_trt)
-    assert ("| TensorRT INT8 + 2:4 |" in r.stdout) == has_trt
-    ngc = Path("/opt/tritonserver/bin/tritonserver").exists()
-    assert ("ensembles skipped: no NGC tritonserver" in r.stdout) == (not ngc)
+    assert "| cpu | ran |" in r.stdout and "| engine fp16 | skipped |" in r.stdout
+    r = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stdout + r.stderr
+    for step in ("gpu", "install", "engine fp16", "engine int8 weight-only", "engine int8 KV cache",
+                 "engine 2:4 sparse"):
+        assert f"| {step} | skipped | 0 | needs a GPU: no nvidia-smi" in r.stdout, (step, r.stdout)
+    assert "Traceback" not in r.stderr
 
 
 def test_fastertransformer_export_equals_fastertransformers_own_converter(tmp_path):
@@ -380,3 +515,23 @@ def test_fastertransformer_export_equals_fastertransformers_own_converter(tmp_pa
     cfg = configparser.ConfigParser()
     cfg.read(folder / "config.ini")
     assert {k: cfg["gpt"][k] for k in golden["config_ini"]} == golden["config_ini"]
+
+
+def test_gpu_check_prepares_each_engine_up_to_tensorrt_llm(tmp_path):
+    """Everything before TensorRT-LLM runs here: the HF folder of the served weights (pruned to 2:4 for the sparse
+    engine), the calibration texts of the INT8 KV cache, build.sh — which then stops, saying this Python has no
+    TensorRT-LLM."""
+    from glotta.core.tokenizer import Tokenizer
+    from glotta.export import gpu_check
+    from glotta.export.sparsity import verify_path
+
+    prompts = [Tokenizer(TINY / "tokenizer.json").encode(p) for p in gpu_check.PROMPTS]
+    for label in ("int8 KV cache", "2:4 sparse"):
+        with pytest.raises(RuntimeError, match="cannot import tensorrt_llm"):
+            gpu_check.build_and_run(label, gpu_check.ENGINES[label], TINY, Path(sys.executable), tmp_path, prompts,
+                                    4, 0)
+    kv, sparse = tmp_path / "int8-KV-cache", tmp_path / "2:4-sparse"
+    assert (kv / "hf-gpt2" / "model.safetensors").is_file()
+    assert (kv / "calib" / "lambada" / "validation.jsonl").is_file() and "--int8-kv-cache" in (kv / "build.sh").read_text()
+    assert verify_path(sparse / "pruned" / "1" / "model.onnx").ok
+    assert "--weight_sparsity" in (sparse / "build.sh").read_text()

@@ -157,12 +157,6 @@ def test_train_export_hf_and_onnx_then_serve_equal_to_transformers(llama_run, tm
         assert_hf_parity(model, Tokenizer(tok), PROMPTS, results, 12, 3)
 
 
-# examples/llama/convert_checkpoint.py's parse_arguments (TensorRT-LLM v0.14), the flags build.sh may use
-LLAMA_CONVERT_FLAGS = {"--model_dir", "--meta_ckpt_dir", "--tp_size", "--pp_size", "--dtype", "--use_weight_only",
-                       "--weight_only_precision", "--calib_dataset", "--smoothquant", "--per_channel", "--per_token",
-                       "--int8_kv_cache", "--output_dir", "--workers", "--load_model_on_cpu", "--log_level"}
-
-
 def test_gpu_exports_trtllm_llama_path_and_fastertransformer_refusal(llama_run, tmp_path):
     ck, tok = llama_run / "ck", llama_run / "tok"
     r = _glotta("export", "fastertransformer", str(ck), "--output", str(tmp_path / "ft"), "--tokenizer", str(tok))
@@ -174,9 +168,9 @@ def test_gpu_exports_trtllm_llama_path_and_fastertransformer_refusal(llama_run, 
     hf = json.loads((tmp_path / "trt" / "hf-llama" / "config.json").read_text())
     assert hf["architectures"] == ["LlamaForCausalLM"] and hf["eos_token_id"] == Tokenizer(tok).eod_id
     script = (tmp_path / "trt" / "build.sh").read_text()
-    convert = next(line for line in script.splitlines() if "convert_checkpoint.py" in line).split()
-    assert "examples/llama" in script and "--gpt_variant" not in convert
-    assert {a for a in convert if a.startswith("--")} <= LLAMA_CONVERT_FLAGS
+    convert = next(line for line in script.splitlines() if "-m glotta.export.trtllm_convert" in line).split()
+    assert convert[convert.index("--model") + 1] == "LLaMAForCausalLM" and "--option" not in convert
+    assert convert[convert.index("--weight-only") + 1] == "int8" and convert[convert.index("--tp") + 1] == "2"
     assert subprocess.run(["bash", "-n", str(tmp_path / "trt" / "build.sh")]).returncode == 0
 
 

@@ -18,12 +18,6 @@ from glotta.server.engine.onnx_engine import OnnxEngine
 from .conftest import engine_greedy
 from .hf_folders import PROMPTS, hf_folder, hf_generate
 
-# examples/qwen/convert_checkpoint.py's parse_arguments (TensorRT-LLM): the flags build.sh may pass it
-QWEN_CONVERT_FLAGS = {"--model_dir", "--tp_size", "--pp_size", "--dtype", "--use_weight_only",
-                      "--disable_weight_only_quant_plugin", "--weight_only_precision", "--calib_dataset",
-                      "--smoothquant", "--per_channel", "--per_token", "--int8_kv_cache", "--per_group",
-                      "--group_size", "--load_model_on_cpu", "--output_dir", "--workers"}
-
 
 def _glotta(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "glotta.cli", *args], capture_output=True, text=True, timeout=600)
@@ -77,8 +71,8 @@ def test_qwen2_exports_hf_and_onnx_equal_to_generate(qwen_checkpoint, tmp_path):
 
 
 def test_qwen2_trtllm_build_and_fastertransformer_refusal(qwen_checkpoint, tmp_path):
-    """TensorRT-LLM converts Qwen2 with QWenForCausalLM (tensorrt_llm/models/qwen/model.py; examples/qwen): build.sh
-    names that example and only its flags; FasterTransformer's GPT cannot run it and says why."""
+    """TensorRT-LLM converts Qwen2 with QWenForCausalLM (tensorrt_llm/models/qwen/model.py): build.sh
+    names that class; FasterTransformer's GPT cannot run it and says why."""
     ck, folder, _ = qwen_checkpoint
     r = _glotta("export", "trtllm", str(ck), "--output", str(tmp_path / "trt"), "--tokenizer", str(folder),
                 "--precision", "int8", "--max-input-len", "16", "--max-seq-len", "32")
@@ -86,8 +80,8 @@ def test_qwen2_trtllm_build_and_fastertransformer_refusal(qwen_checkpoint, tmp_p
     hf = json.loads((tmp_path / "trt" / "hf-qwen2" / "config.json").read_text())
     assert hf["architectures"] == ["Qwen2ForCausalLM"] and hf["model_type"] == "qwen2"  # TRT-LLM's qwen_type
     script = (tmp_path / "trt" / "build.sh").read_text()
-    convert = next(line for line in script.splitlines() if "convert_checkpoint.py" in line).split()
-    assert "examples/qwen" in script and {a for a in convert if a.startswith("--")} <= QWEN_CONVERT_FLAGS
+    convert = next(line for line in script.splitlines() if "-m glotta.export.trtllm_convert" in line).split()
+    assert convert[convert.index("--model") + 1] == "QWenForCausalLM" and "--option" not in convert
     assert subprocess.run(["bash", "-n", str(tmp_path / "trt" / "build.sh")]).returncode == 0
     r = _glotta("export", "fastertransformer", str(ck), "--output", str(tmp_path / "ft"), "--tokenizer", str(folder))
     assert r.returncode == 2 and "no RoPE, RMSNorm, SwiGLU" in r.stderr and "Traceback" not in r.stderr

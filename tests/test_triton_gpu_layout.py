@@ -17,7 +17,7 @@ from glotta.core.tokenizer import Tokenizer
 from glotta.server.triton.config_writers.engines import engine_config
 from glotta.server.triton.config_writers.gpu import render, write
 from glotta.server.triton.engine_targets import TARGETS, engine_sampling
-from glotta.server.triton.launcher import TritonServer, cpu_models
+from glotta.server.triton.launcher import TritonLaunchError, TritonServer, cpu_models
 
 from .conftest import FR, REPO, free_port
 
@@ -124,6 +124,29 @@ def test_the_same_request_means_the_same_sampling_on_every_engine(steps_server, 
     assert send(top_k=(7, "INT32", np.int32)) == (7, 0.0)
 
 
+@pytest.mark.parametrize("kind,target_name", [("ft", "fastertransformer"), ("trtllm", "tensorrtllm-24.10")])
+def test_preprocessing_takes_batched_requests_and_draws_a_seed_per_row(steps_server, kind, target_name):
+    """The ensembles declare max_batch_size 64: a request of 3 rows that leaves the optional inputs out gets every
+    engine tensor with 3 rows (not [1, 1]); without a seed each row gets its own, new on every request — a fixed seed
+    would give every sampled request with the same prompt the same text, which the CPU engine never does."""
+    texts = np.array([[b"Le noyau"], [b"La commande"], [b"Un paquet"]], dtype=object)
+    base = [_input("text_input", texts, "BYTES"), _input("max_tokens", np.array([[4]] * 3, np.int32), "INT32")]
+    seed = TARGETS[target_name].names["seed"]
+
+    def send(*extra):
+        r = steps_server.infer(f"glotta-fr-{kind}-preprocessing", [*base, *extra])
+        for _, name, _, _ in engine_sampling(target_name):
+            assert r.as_numpy(name).shape == (3, 1), name
+        assert r.as_numpy("input_ids").shape[0] == 3 and r.as_numpy("request_output_len").shape == (3, 1)
+        return r.as_numpy(seed)[:, 0].tolist()
+
+    first, second = send(), send()
+    assert len(set(first)) == 3 and not set(first) & set(second)
+    given = _input("seed", np.array([[7], [8], [2**64 - 1]], np.uint64), "UINT64")
+    assert send(given) == [7, 8, 2**64 - 1]
+    assert send(_input("top_k", np.array([[5]] * 3, np.int32), "INT32"))  # given on every row: still 3 rows
+
+
 def test_postprocessing_detokenizes_and_reports_eod(steps_server):
     tok = Tokenizer(REPO / FR / "tokenizer.json")
     prompt, gen = tok.encode("Le noyau"), tok.encode(" Linux est libre.")
@@ -180,9 +203,11 @@ def test_engine_configs_follow_the_upstream_rules(target_name):
         with pytest.raises(ValueError, match="not a multiple"):
             engine_config("m", target_name, {"tensor_para_size": "3"}, gpus=8)
     else:
-        assert cfg.parameters["gpt_model_path"].string_value == "/models/m-engine/1"
+        # relative to the repository, from which tritonserver runs: the same config on bare metal and in a pod
+        assert cfg.parameters["gpt_model_path"].string_value == "m-engine/1"
         path = _config(engine_config("m-engine", target_name, engine_root="/srv/repo/"))
         assert path.parameters["gpt_model_path"].string_value == "/srv/repo/m-engine/1"
+        assert cfg.dynamic_batching.preferred_batch_size == [cfg.max_batch_size]  # as upstream's config
 
 
 def test_seed_tensor_name_per_trtllm_release():
@@ -210,11 +235,14 @@ def test_a_tensor_parallel_trtllm_engine_starts_one_rank_per_gpu(tmp_path):
     its own Python-backend shared-memory prefix."""
     repo = tmp_path / "repo"
     (repo / "x-engine" / "1").mkdir(parents=True)
-    (repo / "x-engine" / "config.pbtxt").write_text(engine_config("x-engine", "tensorrtllm-24.10", engine_root=str(repo)))
+    (repo / "x-engine" / "config.pbtxt").write_text(engine_config("x-engine", "tensorrtllm-24.10"))
     (repo / "x" / "1").mkdir(parents=True)
     (repo / "x" / "config.pbtxt").write_text('name: "x"\nplatform: "ensemble"\n')
     server = TritonServer(repo, ["x", "x-engine"], 8000, 8001, 8002, workdir=tmp_path / "w")
-    assert "mpirun" not in server.command()[0]  # engine not built yet (or TP 1): one plain tritonserver
+    with pytest.raises(TritonLaunchError, match=r"no TensorRT-LLM engine at .*x-engine/1 .*gpt_model_path"):
+        server.command()  # not built yet: said, instead of a silent single rank and an engine that cannot load
+    (repo / "x-engine" / "1" / "config.json").write_text(json.dumps({"pretrained_config": {"mapping": {}}}))
+    assert "mpirun" not in server.command()[0]  # TP 1: one plain tritonserver
     mapping = {"world_size": 2, "tp_size": 2, "pp_size": 1}
     (repo / "x-engine" / "1" / "config.json").write_text(json.dumps({"pretrained_config": {"mapping": mapping}}))
     cmd, _ = server.command()
@@ -223,4 +251,6 @@ def test_a_tensor_parallel_trtllm_engine_starts_one_rank_per_gpu(tmp_path):
     assert len(ranks) == 2 and all(r.startswith("-n 1 ") and "tritonserver" in r for r in ranks)
     assert "--load-model=x " in ranks[0] + " " and "--load-model=x-engine" in ranks[0]
     assert "--load-model=x-engine" in ranks[1] and "--load-model=x " not in ranks[1] + " "
-    assert "shm-region-prefix-name=prefix0_" in ranks[0] and "shm-region-prefix-name=prefix1_" in ranks[1]
+    prefix = server.shm_prefix  # this launch's, so that its regions can be removed after any stop
+    assert f"shm-region-prefix-name={prefix}0_" in ranks[0] and f"shm-region-prefix-name={prefix}1_" in ranks[1]
+    assert sum("shm-region-prefix-name" in a for a in cmd) == 2  # one per rank, none left from the one-rank form

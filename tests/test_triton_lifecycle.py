@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -22,7 +24,7 @@ from glotta.core.errors import GlottaError
 from glotta.core.net import free_port, free_port_block
 from glotta.server.engine.interface import GenerationRequest, SamplingParams, check_request
 from glotta.server.triton.contract import triton_message
-from glotta.server.triton.launcher import TritonLaunchError, TritonServer
+from glotta.server.triton.launcher import TritonLaunchError, TritonServer, busy_ports
 from glotta.server.triton.watchdog import stop_group
 
 from .conftest import FR, REPO, Gateway
@@ -63,6 +65,8 @@ def test_fault_cycle_leaves_no_tritonserver_or_stub(tmp_path, sig):
         assert _wait(lambda: gw.poll() is None and _ready(url), 180), (tmp_path / f"serve-{cycle}.log").read_text()
         triton = _tritonserver_of(base)
         assert triton is not None
+        cmdline = triton.info["cmdline"]
+        assert _shm_of(cmdline)  # the regions it made, found by their prefix
         members = _group(triton.pid)
         assert any("triton_python_backend_stub" in " ".join(p.cmdline()) for p in members), "no stub found"
         if cycle == 1:
@@ -79,13 +83,62 @@ def test_fault_cycle_leaves_no_tritonserver_or_stub(tmp_path, sig):
             assert set(outcomes) <= {200, 503} and 200 in outcomes, outcomes
         gw.wait(60)
         assert _wait(lambda: not _group(triton.pid), 30), [p.cmdline() for p in _group(triton.pid)]
+        assert _wait(lambda: not _shm_of(cmdline), 10), _shm_of(cmdline)  # its shared memory went with it
+        assert _wait(lambda: not busy_ports("127.0.0.1", (base, base + 1, base + 2, port), 0), 10)
         text = (tmp_path / f"serve-{cycle}.log").read_text()
         if sig != signal.SIGKILL:  # a clean stop: the stubs ended on SIGTERM, none had to be killed
             assert "stubs: stopped" in text or "stubs: already gone" in text, text[-2000:]
             assert "killed after" not in text, text[-2000:]
+            triton_log = Path(re.search(r"its log: (\S+\.log)", text).group(1)).read_text(errors="replace")
+            for unclean in ("Exit timeout expired", "Non-graceful termination"):
+                assert unclean not in triton_log, triton_log[-3000:]
     gw.send_signal(signal.SIGTERM)
     gw.wait(60)
     assert _wait(lambda: not _group(triton.pid), 30)
+
+
+def test_a_tritonserver_that_dies_takes_the_gateway_down_and_leaves_nothing(tmp_path):
+    """tritonserver killed under the gateway (a crash, an OOM kill): its stubs are stopped, its shared memory
+    removed, and the gateway exits non-zero naming Triton's log, for its supervisor to restart both. `glotta triton
+    run` (the pod's command) stops cleanly on SIGTERM."""
+    base, port = free_port_block(3), free_port()
+    log = tmp_path / "serve.log"
+    gw = subprocess.Popen([sys.executable, "-m", "glotta.cli", "serve", "--engine", "triton", "--model", FR,
+                           "--triton-base-port", str(base), "--port", str(port), "--grpc-port", "0"], env=ENV,
+                          stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    assert _wait(lambda: gw.poll() is None and _ready(f"http://127.0.0.1:{port}"), 180), log.read_text()
+    triton = _tritonserver_of(base)
+    cmdline = triton.info["cmdline"]
+    stubs = [p for p in _group(triton.pid) if p.pid != triton.pid]
+    assert stubs and _shm_of(cmdline)
+    triton.kill()
+    assert gw.wait(60) != 0
+    text = log.read_text()
+    assert "tritonserver exited with -9 while serving" in text and "Traceback" not in text, text[-2000:]
+    assert _wait(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in stubs), 20)
+    assert not _shm_of(cmdline) and not busy_ports("127.0.0.1", (base, base + 1, base + 2, port), 5)
+
+    run = subprocess.Popen([sys.executable, "-m", "glotta.cli", "triton", "run", "--model", FR, "--base-port",
+                            str(base)], env=ENV, stdout=(tmp_path / "run.log").open("wb"), stderr=subprocess.STDOUT)
+    assert _wait(lambda: run.poll() is None and _tritonserver_of(base) is not None and
+                 _ready_triton(base), 180), (tmp_path / "run.log").read_text()
+    pgid = _tritonserver_of(base).pid
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(60) == 0
+    assert _wait(lambda: not _group(pgid), 30) and not busy_ports("127.0.0.1", (base, base + 1, base + 2), 5)
+
+
+def _ready_triton(base: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{base}/v2/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _shm_of(cmdline: list[str]) -> list[str]:
+    """The /dev/shm regions of a launch: named with the prefix its command line gives the Python backend."""
+    prefix = re.search(r"shm-region-prefix-name=(\S+)", " ".join(cmdline))
+    return [p.name for p in Path("/dev/shm").glob(f"{prefix.group(1)}*")] if prefix else ["no prefix given"]
 
 
 def _ready(url: str) -> bool:
@@ -269,6 +322,8 @@ def test_two_replicas_fail_over_and_rejoin(tmp_path):
         replicas[1].start()
         before = _served(replicas[1])
         assert _wait(lambda: _put(gw.url, body) == 200 and _served(replicas[1]) > before, 60), "no rejoin"
+        # no claim of gRPC health checking Triton does not serve (it would log "Watch UNIMPLEMENTED")
+        assert "UNIMPLEMENTED" not in gw.log_text() and "health check" not in gw.log_text()
     finally:
         gw.stop()
         for r in replicas:

@@ -131,7 +131,7 @@ register(Family(
     from_megatron=from_megatron, hf_weights=hf_weights, hf_state_from_megatron=hf_state_from_megatron,
     megatron_state=megatron_state,
     # tensorrt_llm/models/gpt/model.py: GPTForCausalLM.from_hugging_face (gpt_variant "gpt2")
-    trtllm=TrtllmRecipe("GPTForCausalLM", "gpt", ("--gpt_variant", "gpt2")), fastertransformer=None,
+    trtllm=TrtllmRecipe("GPTForCausalLM", (("gpt_variant", "gpt2"),)), fastertransformer=None,
     # transformers 5: models/gpt2/tokenization_gpt2.py
     hf_tokenizer=("GPT2Tokenizer", {
         "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}),

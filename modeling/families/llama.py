@@ -163,7 +163,7 @@ register(Family(
     from_megatron=from_megatron, hf_weights=hf_weights, hf_state_from_megatron=hf_state_from_megatron,
     megatron_state=megatron_state,
     # tensorrt_llm/models/llama/model.py: LLaMAForCausalLM.from_hugging_face
-    trtllm=TrtllmRecipe("LLaMAForCausalLM", "llama"), fastertransformer=FT_REASON,
+    trtllm=TrtllmRecipe("LLaMAForCausalLM"), fastertransformer=FT_REASON,
     # transformers 5: models/llama/tokenization_llama.py
     hf_tokenizer=("LlamaTokenizer", {
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}),

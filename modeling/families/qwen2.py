@@ -44,7 +44,7 @@ register(Family(
     megatron_state=llama.megatron_state,
     # tensorrt_llm/models/qwen/model.py: QWenForCausalLM.from_hugging_face converts qwen, qwen2 and qwen2.5 (its
     # config's qwen_type from the HF model_type; q/k/v biases from the attention's qkv bias)
-    trtllm=TrtllmRecipe("QWenForCausalLM", "qwen"), fastertransformer=llama.FT_REASON,
+    trtllm=TrtllmRecipe("QWenForCausalLM"), fastertransformer=llama.FT_REASON,
     # transformers 5: models/qwen2/tokenization_qwen2.py
     hf_tokenizer=("Qwen2Tokenizer", {
         "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}),

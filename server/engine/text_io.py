@@ -70,7 +70,8 @@ async def encode_text(tokenizer: Tokenizer, text: str, prompt: bool = True) -> l
     return await asyncio.to_thread(tokenizer.encode, text, prompt)
 
 
-async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int) -> list[int]:
+async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_context: int,
+                        max_prompt: int | None = None) -> list[int]:
     """Prompt token ids, or the error (with the field to blame) that every backend answers alike.
 
     Everything that can refuse the request is checked before tokenizing, and a long prompt is tokenized in a worker
@@ -82,7 +83,7 @@ async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_contex
         ids = list(req.prompt_ids)
         if not ids and not req.add_bos:
             raise invalid("a prompt of token ids may not be empty", "prompt")
-        return _with_bos(tokenizer, req, ids, max_context)
+        return _with_bos(tokenizer, req, ids, max_context, max_prompt)
     for text, field in [(req.prompt, "prompt"), *((s, "stop") for s in req.stop.stop_strings)]:
         try:
             text.encode("utf-8")
@@ -92,10 +93,11 @@ async def encode_prompt(tokenizer: Tokenizer, req: GenerationRequest, max_contex
         raise context_exceeded(f"prompt of {len(req.prompt)} characters cannot fit in the model's context of "
                                f"{max_context} tokens", "prompt")
     ids = await encode_text(tokenizer, req.prompt)  # with the tokenizer's own special tokens (a Llama's <s>)
-    return _with_bos(tokenizer, req, ids, max_context)
+    return _with_bos(tokenizer, req, ids, max_context, max_prompt)
 
 
-def _with_bos(tokenizer: Tokenizer, req: GenerationRequest, ids: list[int], max_context: int) -> list[int]:
+def _with_bos(tokenizer: Tokenizer, req: GenerationRequest, ids: list[int], max_context: int,
+              max_prompt: int | None = None) -> list[int]:
     if req.add_bos or not ids:
         # Megatron's add_BOS prepends the end-of-document token; as OpenAI's API, an empty prompt is generated as
         # from the beginning of a new document
@@ -103,6 +105,9 @@ def _with_bos(tokenizer: Tokenizer, req: GenerationRequest, ids: list[int], max_
             raise invalid("this model has no end-of-document token to start the prompt with: send a non-empty "
                           "prompt", "add_bos" if req.add_bos else "prompt")
         ids = [tokenizer.eod_id, *ids]
+    if max_prompt is not None and len(ids) > max_prompt:
+        raise context_exceeded(f"prompt of {len(ids)} tokens is longer than the engine was built for "
+                               f"({max_prompt} tokens: its max_input_len)", "prompt")
     if len(ids) + req.max_new_tokens > max_context:
         raise context_exceeded(f"Length of prompt + max_new_tokens longer than allowed "
                                f"({len(ids)} + {req.max_new_tokens} > {max_context})", "max_new_tokens")

@@ -32,7 +32,9 @@ class EngineTarget:
 
 
 # enable_kv_cache_reuse: the paged KV blocks of a prompt prefix are reused by later requests (the GPU twin of the CPU
-# engine's prefix cache); it needs engines built with --use_paged_context_fmha enable (export/trtllm.py does).
+# engine's prefix cache); it needs engines built with --use_paged_context_fmha enable. The default here matches the
+# default build; `glotta export trtllm --engine-dir` rewrites it from export/trtllm.py engine_features (off with an
+# INT8 KV cache, which TensorRT-LLM cannot build with paged context FMHA).
 _TRTLLM_PARAMS = {"gpt_model_type": "inflight_fused_batching", "batch_scheduler_policy": "guaranteed_no_evict",
                   "kv_cache_free_gpu_mem_fraction": "0.85", "exclude_input_in_output": "true",
                   "enable_kv_cache_reuse": "true", "max_beam_width": "1"}

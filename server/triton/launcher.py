@@ -18,22 +18,25 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
 from glotta.core.paths import cache_dir
 from glotta.modeling.model_folder import ModelFolder
 
-from .mpi import engine_world_size, mpirun_command
-from .watchdog import group_alive, stop_group
+from .mpi import EngineMissing, engine_world_size, mpirun_command
+from .watchdog import group_alive, remove_shm, stop_group
 
 NGC_BINARY = Path("/opt/tritonserver/bin/tritonserver")
 STOP_GRACE_S = 15.0  # tritonserver's own --exit-timeout-secs is 10: it gets the chance to finish first
@@ -83,6 +86,8 @@ class TritonServer:
     workdir: Path | None = None
     host: str = "127.0.0.1"  # the address every port binds to (a replica per loopback address in the tests)
     log_path: Path | None = field(default=None, compare=False)
+    # the Python backend's shared-memory regions of this launch are named with it: removed after any stop
+    shm_prefix: str = field(default_factory=lambda: f"glotta_{secrets.token_hex(4)}_", compare=False)
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).resolve()
@@ -134,18 +139,26 @@ class TritonServer:
             "--allow-metrics=true",
             "--exit-timeout-secs=10",
         ]
-        world, engines = engine_world_size(self.repository, self.models)
+        try:
+            world, engines = engine_world_size(self.repository, self.models)
+        except EngineMissing as e:
+            raise TritonLaunchError(str(e)) from None
         if world > 1:  # a TensorRT-LLM engine with TP × PP > 1: one tritonserver rank per GPU
-            cmd = mpirun_command(world, cmd, engines)
+            cmd = mpirun_command(world, cmd, engines, self.shm_prefix)
+        else:
+            cmd.append(f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}")
         env = dict(os.environ)
-        if binary == NGC_BINARY:  # the image's own environment (its entrypoint set it up): leave it alone
+        # The Python-backend stub finds its Python through PATH: this interpreter's, whose environment has what the
+        # CPU models import (onnxruntime, tokenizers, Glotta) — in the image, the gateway's venv, made from the
+        # image's own Python (the stub's version), which itself stays as NVIDIA built it.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        if binary == NGC_BINARY:  # the image's libraries: its entrypoint set them up
             return cmd, env
         libs = [sysconfig.get_config_var("LIBDIR") or ""]
         root = _wheel_root()
         if root is not None:
             libs += [str(p) for p in sorted(root.parent.glob("*.libs"))]
         env["LD_LIBRARY_PATH"] = os.pathsep.join([*filter(None, libs), env.get("LD_LIBRARY_PATH", "")]).rstrip(":")
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return cmd, env
 
     def check_ports(self) -> None:
@@ -170,13 +183,14 @@ class TritonServer:
         cmd, env = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
+            # in the repository: relative engine paths (TRT-LLM's gpt_model_path) resolve from there
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, cwd=self.repository)
         log.info("tritonserver pid %d started; log %s", self.proc.pid, self.log_path)
         if not detach:
             self._watchdog = subprocess.Popen(
                 [sys.executable, "-m", "glotta.server.triton.watchdog", str(os.getpid()), str(self.proc.pid),
-                 str(STOP_GRACE_S), str(self.log_path)],
+                 str(STOP_GRACE_S), str(self.log_path), self.shm_prefix],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.wait_ready(timeout)
         if detach:
@@ -211,18 +225,42 @@ class TritonServer:
             return ""
 
     def stop(self, grace: float = STOP_GRACE_S) -> None:
-        """End tritonserver and every stub of its group: SIGTERM, then SIGKILL after `grace` seconds."""
+        """End tritonserver and every stub of its group: SIGTERM, then SIGKILL after `grace` seconds; then its
+        shared-memory regions go, and the ports are checked free."""
         if self.proc is None:
             return
+        self._stopping = True
         pid = self.proc.pid
         if group_alive(pid):
             how = stop_group(pid, grace, reap=self.proc.poll)
-            log.info("tritonserver pid %d and its stubs: %s; ports %d, %d, %d free", pid, how, self.http_port,
-                     self.grpc_port, self.metrics_port)
+            busy = busy_ports(self.host, (self.http_port, self.grpc_port, self.metrics_port))
+            log.info("tritonserver pid %d and its stubs: %s; %s", pid, how,
+                     f"ports still held: {busy}" if busy else
+                     f"ports {self.http_port}, {self.grpc_port}, {self.metrics_port} free")
         self.proc.poll()
+        removed = remove_shm(self.shm_prefix)
+        if removed:
+            log.info("removed %d shared-memory region(s) /dev/shm/%s*", removed, self.shm_prefix)
         if self._watchdog is not None and self._watchdog.poll() is None:
             self._watchdog.kill()
             self._watchdog.wait()
+
+    def watch(self, on_death: Callable[[int], None]) -> threading.Thread:
+        """Call `on_death(exit code)` if tritonserver exits without being stopped — after its stubs are killed and
+        its shared memory removed. `glotta serve` then exits non-zero, and whatever supervises it (systemd,
+        Kubernetes) restarts the pair: a gateway never keeps running in front of a Triton it no longer owns."""
+        def wait() -> None:
+            code = self.proc.wait()
+            if getattr(self, "_stopping", False):
+                return
+            log.error("tritonserver pid %d exited with %s; see %s", self.proc.pid, code, self.log_path)
+            stop_group(self.proc.pid, STOP_GRACE_S)  # its stubs, orphaned in its group
+            remove_shm(self.shm_prefix)
+            on_death(code)
+
+        thread = threading.Thread(target=wait, name="tritonserver-watch", daemon=True)
+        thread.start()
+        return thread
 
 
 def detached_state(workdir: Path | None = None) -> dict | None:
@@ -235,5 +273,18 @@ def stop_detached(workdir: Path | None = None) -> bool:
     if state is None:
         return False
     stop_group(state["pid"], STOP_GRACE_S)
+    remove_shm(state.get("shm_prefix", ""))
     (Path(state["workdir"]) / "server.json").unlink(missing_ok=True)
     return True
+
+
+def busy_ports(host: str, ports: tuple[int, ...], timeout: float = 5.0) -> list[int]:
+    """The ports still held after a stop, once the kernel had `timeout` seconds to release them."""
+    from glotta.core.net import port_taken
+
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = [p for p in ports if port_taken(host, p)]
+        if not busy or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.1)

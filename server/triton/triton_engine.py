@@ -27,11 +27,13 @@ from ..engine.text_io import encode_prompt
 from .contract import ALL_INPUTS, ALL_OUTPUTS, chunk_from_arrays, request_to_arrays
 
 log = logging.getLogger("glotta.engine.triton")
-# Several replicas: gRPC's own client-side load balancing spreads the calls round-robin over the connected ones, and
-# its client-side health checking (grpc.health.v1) takes a replica out while it reports NOT_SERVING (a server that
-# does not offer the health service counts as healthy; a dead one drops out when its connection fails).
+# Several replicas: gRPC's own client-side load balancing spreads the calls round-robin over the replicas it is
+# connected to; a replica that dies drops out when its connection fails, and rejoins when it accepts connections
+# again. No gRPC health checking: Triton does not serve grpc.health.v1 (asking for it only logs "Watch
+# UNIMPLEMENTED; disabling health checks"), so a replica that is up but not ready is taken out by whoever runs it —
+# Kubernetes' readiness probe removes its address from the headless Service's DNS answer.
 LATE_CHECKS = 3  # readiness checks that time out in a row before the model counts as unavailable
-SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def grpc_target(urls: str | list[str]) -> str:
@@ -64,6 +66,7 @@ class TritonEngine:
         self.url = grpc_target(url)
         self.tokenizer = folder.tokenizer()
         self.max_context = folder.max_context
+        self.max_prompt = folder.max_prompt  # a GPU engine's build limit, where its export wrote one
         self.precision = "triton"
         self.chat_template = folder.chat_template()  # None: chat is refused (or --chat-template)
         self.poll_s = poll_s
@@ -161,7 +164,7 @@ class TritonEngine:
         return [grpcclient.InferRequestedOutput(n) for n in self._outputs if n not in skip]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Chunk]:
-        prompt_ids = await encode_prompt(self.tokenizer, request, self.max_context)
+        prompt_ids = await encode_prompt(self.tokenizer, request, self.max_context, self.max_prompt)
         if not self._ready or self._client is None:
             raise unavailable(f"Triton at {self.url} is not ready for {self.name}")
         tensors = self._tensors(request)

@@ -2,8 +2,10 @@
 
 tritonserver starts in a process group of its own; its Python-backend stubs inherit it. `stop_group` ends the whole
 group — SIGTERM, a bounded grace period, then SIGKILL (a stub stuck in its model's `finalize` ignores SIGTERM). The
-watchdog (`python -m glotta.server.triton.watchdog OWNER_PID GROUP GRACE LOG`) runs in a session of its own beside the
-launcher and does the same when the launcher dies without cleaning up — even by SIGKILL, which no handler sees.
+watchdog (`python -m glotta.server.triton.watchdog OWNER_PID GROUP GRACE LOG SHM_PREFIX`) runs in a session of its
+own beside the launcher and does the same when the launcher dies without cleaning up — even by SIGKILL, which no
+handler sees. Either way the Python backend's shared-memory regions of that launch (`/dev/shm/SHM_PREFIX*`, a prefix
+unique to it) are removed: a killed tritonserver leaves them behind otherwise.
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ def stop_group(pgid: int, grace: float, reap=None) -> str:
     return f"killed after {grace:g} s"
 
 
+SHM = Path("/dev/shm")
+
+
+def remove_shm(prefix: str) -> int:
+    """Remove the shared-memory regions named with this launch's prefix; returns how many there were."""
+    if not prefix:
+        return 0
+    gone = 0
+    for region in SHM.glob(f"{prefix}*"):
+        try:
+            region.unlink()
+            gone += 1
+        except OSError:
+            pass
+    return gone
+
+
 def _log(path: Path, message: str) -> None:
     with path.open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} glotta watchdog: {message}\n")
@@ -59,14 +78,17 @@ def _log(path: Path, message: str) -> None:
 
 def main(argv: list[str]) -> int:
     owner, pgid, grace, log = int(argv[0]), int(argv[1]), float(argv[2]), Path(argv[3])
+    prefix = argv[4] if len(argv) > 4 else ""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the launcher, which cleans up itself
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     while group_alive(pgid):
         if os.getppid() != owner:  # the launcher is gone (reparented to init): nobody else will stop the server
             _log(log, f"launcher {owner} is gone; stopping tritonserver group {pgid}")
-            _log(log, f"tritonserver group {pgid}: {stop_group(pgid, grace)}")
+            _log(log, f"tritonserver group {pgid}: {stop_group(pgid, grace)}; "
+                      f"{remove_shm(prefix)} shared-memory region(s) removed")
             return 0
         time.sleep(0.25)
+    remove_shm(prefix)  # the group ended by itself (a crash): what it left in /dev/shm goes too
     return 0
 
 

@@ -41,11 +41,17 @@ def word_list(tokenizer: Tokenizer, words: list[str]) -> np.ndarray:
     return out
 
 
-def _optional(request, name: str, default, dtype) -> np.ndarray:
+def _optional(request, name: str, default, dtype, rows: int, rng: np.random.Generator) -> np.ndarray:
+    """[rows, 1]: an absent input is its default on every row (`None`, i.e. no seed: a fresh seed per row, as the
+    CPU engine draws one per request — a fixed 0 would give every sampled request the same text); a [1, 1] value
+    holds for every row."""
     t = pb_utils.get_input_tensor_by_name(request, name)
-    if t is None:
-        return np.full((1, 1), default, dtype)
-    return t.as_numpy().reshape(-1, 1).astype(dtype)
+    if t is not None:
+        value = t.as_numpy().reshape(-1, 1).astype(dtype)
+        return np.ascontiguousarray(np.broadcast_to(value, (rows, 1))) if len(value) == 1 else value
+    if default is None:
+        return rng.integers(0, np.iinfo(dtype).max, size=(rows, 1), dtype=dtype, endpoint=True)
+    return np.full((rows, 1), default, dtype)
 
 
 class Preprocessing:
@@ -55,6 +61,7 @@ class Preprocessing:
         self.extra = t.extra
         self.id_type = np.dtype(t.id_type.lower()).type
         self.sampling = engine_sampling(self.target)
+        self.rng = np.random.default_rng()  # seeds of requests that bring none
 
     def execute(self, requests):
         responses = []
@@ -80,10 +87,9 @@ class Preprocessing:
                 pb_utils.Tensor("request_output_len", max_tokens.astype(self.id_type)),
                 pb_utils.Tensor("stop_words_list", stop_words),
             ]
-            values = {source: _optional(request, source, 0 if DEFAULTS[source] is None else DEFAULTS[source], dtype)
-                      for source, _, _, dtype in self.sampling}  # no seed (None) is seed 0 for the engines
-            top_k, top_p, temperature = (np.broadcast_to(values[n].reshape(-1, 1), (len(encoded), 1)).reshape(-1)
-                       for n in ("top_k", "top_p", "temperature"))
+            values = {source: _optional(request, source, DEFAULTS[source], dtype, len(encoded), self.rng)
+                      for source, _, _, dtype in self.sampling}
+            top_k, top_p, temperature = (values[n].reshape(-1) for n in ("top_k", "top_p", "temperature"))
             rows = [sampling_values(int(a), float(b), float(c)) for a, b, c in zip(top_k, top_p, temperature)]
             values["top_k"] = np.array([[k] for k, _ in rows], values["top_k"].dtype)
             values["top_p"] = np.array([[p] for _, p in rows], values["top_p"].dtype)

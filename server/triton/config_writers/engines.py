@@ -24,10 +24,12 @@ def instance_count(gpus: int, tp: int, pp: int = 1) -> int:
 
 
 def engine_config(name: str, target_name: str, overrides: dict[str, str] | None = None, gpus: int | None = None,
-                  engine_root: str = "/models") -> str:
+                  engine_root: str = "") -> str:
     """The engine's config.pbtxt. `overrides` sets backend parameters (FT's tensor_para_size, data_type, ...);
-    `gpus` is how many GPUs the Triton server sees (default: TP, i.e. CUDA_VISIBLE_DEVICES limited to them);
-    `engine_root` is the model repository's path where Triton runs (TRT-LLM's gpt_model_path is absolute)."""
+    `gpus` is how many GPUs the Triton server sees (default: TP, i.e. CUDA_VISIBLE_DEVICES limited to them).
+    TRT-LLM's `gpt_model_path` is `NAME/1`, relative to the repository: the backend opens it as a std::filesystem
+    path, i.e. from tritonserver's working directory, which is the repository wherever Glotta starts tritonserver
+    (and `workingDir` in deploy/triton.yaml); `engine_root` makes it absolute instead."""
     t = target(target_name)
     values = {**t.parameters, **(overrides or {})}
     sampling = [io(dst, dtype, [1], optional=True, scalar=True) for _, dst, dtype, _ in engine_sampling(target_name)]
@@ -55,8 +57,11 @@ def engine_config(name: str, target_name: str, overrides: dict[str, str] | None 
                   *(io(n, "INT32", [1], optional=True, scalar=True) for n in t.extra)]
         outputs = [io("output_ids", t.id_type, [-1, -1]), io("sequence_length", t.id_type, [-1]),
                    io("cum_log_probs", "FP32", [-1]), io("output_log_probs", "FP32", [-1, -1])]
-        values = {"gpt_model_path": f"{engine_root.rstrip('/')}/{name}/1", **values}
-        extra = "model_transaction_policy {\n  decoupled: false\n}\n"
+        path = f"{engine_root.rstrip('/')}/{name}/1" if engine_root else f"{name}/1"
+        values = {"gpt_model_path": path, **values}
+        # as upstream's all_models/inflight_batcher_llm/tensorrt_llm/config.pbtxt: Triton hands requests over at once
+        extra = ("dynamic_batching {\n  preferred_batch_size: [ 64 ]\n  max_queue_delay_microseconds: 0\n}\n"
+                 "model_transaction_policy {\n  decoupled: false\n}\n")
     return (head + f'name: "{name}"\nbackend: "{t.backend}"\nmax_batch_size: 64\n' + extra
             + block("input", inputs) + "\n" + block("output", outputs)
             + "\n" + cpu_instances(count) + params(values) + "\n")

@@ -46,7 +46,7 @@ def _python_model(name: str, inputs: list[str], outputs: list[str], target_name:
             + params({"target": target_name, "tokenizer_dir": tokenizer_dir}) + "\n")
 
 
-def render(prefix: str, target_name: str, tokenizer_dir: str, engine_root: str = "/models") -> dict[str, str]:
+def render(prefix: str, target_name: str, tokenizer_dir: str, engine_root: str = "") -> dict[str, str]:
     """{folder name: config.pbtxt} for one engine target."""
     t = target(target_name)
     base = f"{prefix}-{t.folder}"
