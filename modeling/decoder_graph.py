@@ -43,10 +43,34 @@ def present_names(n_layer: int) -> list[str]:
     return [f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
 
 
+INT4_BLOCK = 32  # weights per 4-bit block (one scale and zero point each), along the input dimension
+INT4_ACCURACY = 4  # MatMulNBits accuracy_level 4: activations quantized to int8 per block, integer dot products
+
+
+def quantize_int4(weight: np.ndarray, block: int = INT4_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[K, N] float weights → MatMulNBits' (B uint8 [N, blocks, block/2], scales float [N·blocks], zero points
+    uint8 [N·ceil(blocks/2)]): asymmetric 4-bit per block of `block` inputs, two values per byte, low nibble first."""
+    k, n = weight.shape
+    blocks = -(-k // block)
+    w = np.zeros((blocks * block, n), np.float32)
+    w[:k] = weight
+    w = w.T.reshape(n, blocks, block)
+    lo, hi = np.minimum(w.min(-1), 0.0), np.maximum(w.max(-1), 0.0)  # the range holds 0: padding stays exact
+    scale = np.maximum(hi - lo, 1e-12) / 15.0
+    zero = np.clip(np.rint(-lo / scale), 0, 15).astype(np.uint8)
+    q = np.clip(np.rint(w / scale[..., None]) + zero[..., None], 0, 15).astype(np.uint8)
+    packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
+    zp = np.zeros((n, -(-blocks // 2) * 2), np.uint8)
+    zp[:, :blocks] = zero
+    zp_packed = (zp[:, 0::2] | (zp[:, 1::2] << 4)).astype(np.uint8)
+    return packed, scale.astype(np.float32).reshape(-1), zp_packed.reshape(-1)
+
+
 class _Builder:
-    def __init__(self, weights: dict[str, np.ndarray], int8: bool) -> None:
+    def __init__(self, weights: dict[str, np.ndarray], precision: str) -> None:
         self.weights = weights
-        self.int8 = int8
+        self.int8 = precision == "int8"
+        self.int4 = precision == "int4"
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.used: set[str] = set()
@@ -85,14 +109,24 @@ class _Builder:
                                                domain=MS))
             return out
         product = f"{out}_nobias" if bias else out
-        self.nodes.append(helper.make_node("MatMul", [x, self.w(w)], [product], name=f"MatMul_{self.n}"))
+        if self.int4:  # an eighth of fp32's bytes per step: ONNX Runtime's MatMulNBits, block-wise 4-bit weights
+            k, n = np.shape(self.weights[w])
+            packed, scales, zeros = quantize_int4(np.asarray(self.weights[w], np.float32))
+            args = [x, self.const(w + ".int4", packed), self.const(w + ".scales", scales),
+                    self.const(w + ".zeros", zeros)]
+            self.nodes.append(helper.make_node("MatMulNBits", args, [product], name=f"MatMulNBits_{self.n}",
+                                               domain=MS, K=k, N=n, bits=4, block_size=INT4_BLOCK,
+                                               accuracy_level=INT4_ACCURACY))
+        else:
+            self.nodes.append(helper.make_node("MatMul", [x, self.w(w)], [product], name=f"MatMul_{self.n}"))
         if bias:
             self.nodes.append(helper.make_node("Add", [product, self.w(bias)], [out], name=f"Add_{self.n}"))
         return out
 
 
-def build_decoder(spec: Architecture, weights: dict[str, np.ndarray], int8: bool = False) -> onnx.ModelProto:
-    b = _Builder(weights, int8)
+def build_decoder(spec: Architecture, weights: dict[str, np.ndarray], precision: str = "fp32") -> onnx.ModelProto:
+    """The fused decoder in `precision`: fp32, int8 (DynamicQuantizeMatMul) or int4 (MatMulNBits), the head too."""
+    b = _Builder(weights, precision)
     learned, layernorm, gelu = spec.positions == "learned", spec.norm == "layernorm", spec.mlp == "gelu"
     E, L = spec.n_embd, spec.n_layer
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"])]

@@ -1,7 +1,7 @@
 """The graph the CPU engine runs for a model folder: the fused decoder, built once per model and precision.
 
 A folder's weights are either already the fused decoder (`weights: fused`, a converted Hugging Face folder) or an
-exchange export (`weights: exchange`: the shipped demo models, Megatron exports). Either way the fused fp32 or INT8
+exchange export (`weights: exchange`: the shipped demo models, Megatron exports). Either way the fused fp32, INT8 or INT4
 graph is built from them at first use and cached by content hash, so nothing extra is committed and a new graph
 version rebuilds by itself. INT8 is quantized here, per output column, rather than by ONNX Runtime's
 `quantize_dynamic` (which cannot type the contrib operators' outputs and leaves the head in fp32).
@@ -31,15 +31,14 @@ def decoder_weights(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
 
 
-PRECISIONS = ("fp32", "int8")  # what the CPU engine's graph computes in
+PRECISIONS = ("fp32", "int8", "int4")  # what the CPU engine's graph computes in
 
 
 def engine_graph(model_dir: str | Path, precision: str = "fp32") -> Path:
     check_precision(precision, PRECISIONS)
     spec = ModelSpec.read(model_dir)
     src = Path(model_dir) / WEIGHTS
-    int8 = precision == "int8"
-    if spec.weights == "fused" and not int8:
+    if spec.weights == "fused" and precision == "fp32":
         return src
     target = cache_dir() / "engines" / f"{spec.name}-{content_digest([src])}-g{GRAPH_VERSION}-{precision}.onnx"
     if target.exists():
@@ -51,4 +50,4 @@ def engine_graph(model_dir: str | Path, precision: str = "fp32") -> Path:
         state = exchange_onnx_state(proto)
         arch = exchange_architecture(proto, state)
         weights = get(spec.family).hf_weights(state, arch)
-    return save_decoder(build_decoder(arch, weights, int8=int8), target)
+    return save_decoder(build_decoder(arch, weights, precision), target)

@@ -105,11 +105,12 @@ def test_an_error_after_the_stream_started_is_an_sse_error_event(tmp_path):
         gw.stop()
 
 
-def test_serve_int8(tmp_path):
-    gw = Gateway(["--model", FR, "--precision", "int8"], tmp_path / "serve.log", env=ENV)
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_serve_quantized(tmp_path, precision):
+    gw = Gateway(["--model", FR, "--precision", precision], tmp_path / "serve.log", env=ENV)
     try:
         cards = httpx.get(gw.url + "/v1/models").json()["data"]
-        assert [c["engine"] for c in cards] == ["int8"]
+        assert [c["engine"] for c in cards] == [precision]
         r = httpx.post(gw.url + "/v1/completions", json={"prompt": "Le noyau", "max_tokens": 6, "temperature": 0})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 6
     finally:
