@@ -12,6 +12,8 @@ model's vocabulary. Every server gets the same token ids (32-token prompts; `/co
   vendored sources: `--llama-cpp` points at that tree, whose build/bin holds llama-server and llama-quantize;
   `convert_hf_to_gguf.py` converts, told the pre-tokenizer is GPT-2's since it does not know a new BPE's hash, and
   that the Llama's vocabulary is a byte-level BPE, as Llama 3's, without trying sentencepiece first).
+  CTranslate2 float32 / int8 in-process (no server; generate_batch of 16 prompts is its 16-client figure), when the
+  `bench` extra is installed.
 Per cell: tokens/s with 1 and 16 concurrent clients, time to first token (1 client, streaming), resident memory of
 the server after the load; medians of `--repeats`; the load average before and after. A STREAM-like copy measures
 the machine's memory bandwidth in the same run, and batch-1 decoding's share of it (weight bytes × tokens/s ÷
@@ -84,7 +86,8 @@ def make_folder(name: str) -> Path:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts(), trainer=trainer)
     tok.add_tokens([f"<pad_{i}>" for i in range(cfg.vocab_size - tok.get_vocab_size())])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")  # CTranslate2's converter wants all three
     model.config.eos_token_id = model.config.bos_token_id = 0
     model.save_pretrained(folder, safe_serialization=True)
     fast.save_pretrained(folder)
@@ -213,6 +216,67 @@ def weight_bytes(folder: Path, precision: str) -> float:
     return total * per
 
 
+CT2_CODE = """
+import json, statistics, sys, time
+import ctranslate2
+folder, out, compute, n, prompts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5])
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(folder + '/tokenizer.json')
+gen = ctranslate2.Generator(out, device='cpu', compute_type=compute, intra_threads=int(sys.argv[6]))
+pieces = [[tok.id_to_token(i) for i in p] for p in prompts]
+result = {}
+for b in (1, 16):
+    rows = (pieces * b)[:b]
+    gen.generate_batch(rows[:1], max_length=4, min_length=4, sampling_topk=1, include_prompt_in_result=False)
+    times, made = [], 0
+    for _ in range(int(sys.argv[7])):
+        t = time.perf_counter()
+        res = gen.generate_batch(rows, max_length=n, min_length=n, sampling_topk=1, include_prompt_in_result=False)
+        times.append(time.perf_counter() - t)
+        made = sum(len(r.sequences_ids[0]) for r in res)
+    result[b] = made / statistics.median(times)
+print(json.dumps(result))
+"""
+
+
+def ctranslate2_cells(folder: Path, prompts: list[list[int]], n: int, repeats: int) -> list[dict]:
+    """CTranslate2 float32 and int8 in-process (its own child process: its OpenMP threads stay its own), converted
+    once from the same HF folder; generate_batch over 16 prompts is its 16-client figure (it has no server)."""
+    try:
+        import ctranslate2
+    except ImportError:
+        print("CTranslate2 skipped: pip install ctranslate2 (the `bench` extra)")
+        return []
+    rows = []
+    for compute in ("float32", "int8"):
+        out = folder.parent / f"ct2-{compute}"
+        if not (out / "model.bin").exists():
+            ctranslate2.converters.TransformersConverter(str(folder)).convert(str(out), quantization=compute,
+                                                                              force=True)
+        r = subprocess.run([sys.executable, "-c", CT2_CODE, str(folder), str(out), compute, str(n),
+                            json.dumps(prompts[:16]), str(THREADS), str(repeats)], capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+        if r.returncode:
+            print(f"CTranslate2 {compute} failed: {r.stderr[-500:]}")
+            continue
+        speed = json.loads(r.stdout.strip().splitlines()[-1])
+        rows.append({"engine": "ctranslate2 (in-process)", "precision": compute, "tok/s @1": round(speed["1"], 1),
+                     "tok/s @16": round(speed["16"], 1), "TTFT ms": None, "RSS MB": None,
+                     "bandwidth share @1": None})
+    return rows
+
+
+def kv_mb_per_1k(folder: Path, engine: str) -> float:
+    """KV cache per 1,000 tokens: keys and values of every layer; Glotta keeps them in fp32 at every precision,
+    llama-server in f16 (its default cache type)."""
+    cfg = json.loads((folder / "config.json").read_text())
+    layers = cfg.get("num_hidden_layers", cfg.get("n_layer"))
+    hidden = cfg.get("hidden_size", cfg.get("n_embd"))
+    heads = cfg.get("num_attention_heads", cfg.get("n_head"))
+    kv = cfg.get("num_key_value_heads", heads) * hidden // heads
+    return 2 * layers * kv * (4 if engine == "glotta" else 2) * 1000 / 2**20
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="gpt2-124m,llama-134m")
@@ -264,19 +328,29 @@ def main() -> int:
                                                                                round(os.getloadavg()[0], 2))}
             rows.append(row)
             print(json.dumps(row), flush=True)
+        for row in ctranslate2_cells(folder, prompts, a.tokens, a.repeats):
+            rows.append({"shape": name, **row, "load before/after": None})
+            print(json.dumps(rows[-1]), flush=True)
+    for name in a.shapes.split(","):
+        folder = WORK / name / "hf"
+        print(f"{name}: KV cache per 1,000 tokens: Glotta {kv_mb_per_1k(folder, 'glotta'):.1f} MB (fp32), "
+              f"llama.cpp {kv_mb_per_1k(folder, 'llama.cpp'):.1f} MB (f16)")
     print("\n| shape | engine | precision | tok/s @1 | tok/s @16 | TTFT ms | RSS MB | bandwidth share @1 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['shape']} | {r['engine']} | {r['precision']} | {r['tok/s @1']} | {r['tok/s @16']} | "
-              f"{r['TTFT ms']} | {r['RSS MB']} | {r['bandwidth share @1']} |")
-    pairs = [("int8", "q8_0"), ("int4", "q4_0"), ("fp32", "f32")]
+        shown = [r[k] if r[k] is not None else "–" for k in ("tok/s @1", "tok/s @16", "TTFT ms", "RSS MB",
+                                                              "bandwidth share @1")]
+        print(f"| {r['shape']} | {r['engine']} | {r['precision']} | " + " | ".join(map(str, shown)) + " |")
+    pairs = [("int8", "llama.cpp", "q8_0"), ("int4", "llama.cpp", "q4_0"), ("fp32", "llama.cpp", "f32"),
+             ("fp32", "ctranslate2 (in-process)", "float32"), ("int8", "ctranslate2 (in-process)", "int8")]
     for name in a.shapes.split(","):
         cell = {(r["engine"], r["precision"]): r for r in rows if r["shape"] == name}
-        for g, q in pairs:
-            if ("glotta", g) in cell and ("llama.cpp", q) in cell:
-                x, y = cell["glotta", g], cell["llama.cpp", q]
-                print(f"{name}: Glotta {g} / llama.cpp {q}: {x['tok/s @1'] / y['tok/s @1']:.2f} at 1 client, "
-                      f"{x['tok/s @16'] / y['tok/s @16']:.2f} at 16; TTFT {x['TTFT ms'] / y['TTFT ms']:.2f}")
+        for g, peer, q in pairs:
+            if ("glotta", g) in cell and (peer, q) in cell:
+                x, y = cell["glotta", g], cell[peer, q]
+                first = f"; TTFT {x['TTFT ms'] / y['TTFT ms']:.2f}" if y["TTFT ms"] else ""
+                print(f"{name}: Glotta {g} / {peer} {q}: {x['tok/s @1'] / y['tok/s @1']:.2f} at 1 client, "
+                      f"{x['tok/s @16'] / y['tok/s @16']:.2f} at 16{first}")
     (WORK / "results.json").write_text(json.dumps(rows, indent=1))
     return 0
 
