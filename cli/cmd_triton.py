@@ -8,17 +8,24 @@ from .cmd_serve import ports
 from .common import console, fail, handles_errors, subcommands
 
 
+def _models(a: argparse.Namespace, repo) -> list[str]:
+    """The models named by --model (names or folders), else every model of the repository that runs on CPU."""
+    from glotta.modeling.model_folder import resolve_model
+    from glotta.server.triton.launcher import cpu_models
+
+    return [resolve_model(m).name for m in a.model] if a.model else cpu_models(repo)
+
+
 @handles_errors(LookupError)
 def _start(a: argparse.Namespace) -> int:
     from glotta.core.paths import model_repository
-    from glotta.modeling.model_folder import resolve_model
-    from glotta.server.triton.launcher import TritonLaunchError, TritonServer, cpu_models, detached_state
+    from glotta.server.triton.launcher import TritonLaunchError, TritonServer, detached_state
 
     repo = model_repository()
     if detached_state():
         return fail("a tritonserver started by glotta is already running (`glotta triton stop`)")
     try:
-        names = [resolve_model(m).name for m in a.model] if a.model else cpu_models(repo)
+        names = _models(a, repo)
         server = TritonServer(repo, names, *ports(a.base_port)).start(detach=True)
     except TritonLaunchError as e:
         return fail(e)
@@ -36,15 +43,14 @@ def _run(a: argparse.Namespace) -> int:
     import threading
 
     from glotta.core.paths import model_repository
-    from glotta.modeling.model_folder import resolve_model
-    from glotta.server.triton.launcher import TritonLaunchError, TritonServer, cpu_models
+    from glotta.server.triton.launcher import TritonLaunchError, TritonServer
 
     repo = model_repository()
     stop, died = threading.Event(), []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        names = [resolve_model(m).name for m in a.model] if a.model else cpu_models(repo)
+        names = _models(a, repo)
         server = TritonServer(repo, names, *ports(a.base_port), host=a.host).start(timeout=a.start_timeout)
     except TritonLaunchError as e:
         return fail(e)

@@ -113,12 +113,11 @@ def build_and_run(label: str, options: dict, model: Path, python: Path, work: Pa
     """One engine: the HF folder of the weights (pruned to 2:4 for the sparse engine), build.sh, the runtime."""
     import os
 
-    from glotta.core.tokenizer import copy_tokenizer_files
     from glotta.modeling.engine_graph import engine_graph
     from glotta.modeling.registry import for_hf_config
 
     from .onnx_export import hf_from_onnx
-    from .trtllm import TrtllmPlan, script, write_calibration
+    from .trtllm import TrtllmPlan, write_build
 
     folder = work / label.replace(" ", "-")
     source = model
@@ -134,15 +133,11 @@ def build_and_run(label: str, options: dict, model: Path, python: Path, work: Pa
     calib.write_text("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS * 8))
     plan = TrtllmPlan(folder / f"hf-{family.name}", folder / "checkpoint", folder / "engine", family.trtllm,
                       max_batch=8, max_input_len=64, max_seq_len=64 + tokens, calib_dataset=str(calib), **options)
-    hf.save_pretrained(plan.hf_dir, safe_serialization=True)
-    copy_tokenizer_files(model, plan.hf_dir)
-    if plan.calibrates:
-        write_calibration(plan)
-    (folder / "build.sh").write_text(script(plan))
+    build = write_build(plan, hf, model, folder / "build.sh")
     bin_dir = str(python.parent)
     env = {**os.environ, "PYTHON": str(python), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     start = time.perf_counter()
-    _run(["bash", str(folder / "build.sh")], env)
+    _run(["bash", str(build)], env)
     built = time.perf_counter() - start
     (folder / "prompts.json").write_text(json.dumps(prompts))
     r = _run([str(python), "-m", "glotta.export.trtllm_run", "--engine-dir", str(plan.engine_dir), "--prompts",

@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-from glotta.core.tokenizer import copy_tokenizer_files
 from glotta.server.triton.launcher import NGC_BINARY, TritonServer
 
 FT_BACKEND = Path("/opt/tritonserver/backends/fastertransformer")
@@ -22,15 +21,12 @@ REQUESTS = {"greedy": dict(temperature=0.0), "sampled (seed 7, T 0.8)": dict(tem
 def _trtllm_engine(hf, tok: Path, repo: Path, work: Path) -> None:
     from glotta.modeling.registry import for_hf_config
 
-    from .trtllm import TrtllmPlan, script
+    from .trtllm import TrtllmPlan, write_build
 
     family = for_hf_config(hf.config.to_dict())
     plan = TrtllmPlan(work / f"hf-{family.name}", work / "trtllm-checkpoint", repo / "glotta-fr-trtllm-engine" / "1",
                       family.trtllm, max_batch=8, max_input_len=128, max_seq_len=256)
-    hf.save_pretrained(plan.hf_dir, safe_serialization=True)
-    copy_tokenizer_files(tok, plan.hf_dir)
-    (work / "build.sh").write_text(script(plan))
-    subprocess.run(["bash", str(work / "build.sh")], check=True)
+    subprocess.run(["bash", str(write_build(plan, hf, tok, work / "build.sh"))], check=True)
 
 
 def _ft_weights(hf, tok: Path, repo: Path, work: Path) -> None:

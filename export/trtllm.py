@@ -170,6 +170,20 @@ def script(plan: TrtllmPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_build(plan: TrtllmPlan, hf_model, tokenizer_dir: str | Path, path: Path) -> Path:
+    """What every TensorRT-LLM build starts from: the Hugging Face folder of `hf_model` with its tokenizer, the
+    calibration texts when the build calibrates, and `build.sh` at `path`."""
+    from glotta.core.tokenizer import copy_tokenizer_files
+
+    hf_model.save_pretrained(plan.hf_dir, safe_serialization=True)  # eos/bos: TRT-LLM's end_id
+    copy_tokenizer_files(tokenizer_dir, plan.hf_dir)
+    if plan.calibrates:
+        write_calibration(plan)
+    path.write_text(script(plan))
+    path.chmod(0o755)
+    return path
+
+
 def update_repository(plan: TrtllmPlan) -> list[Path]:
     """When the engine is built into a model repository (`--engine-dir REPO/NAME-engine/1`), the engine model's
     config.pbtxt gets the parameters this build decides, and the ensemble's glotta.json the engine's limits (the
@@ -207,7 +221,6 @@ def plan_for(ckpt: MegatronCheckpoint, output: Path, engine_dir: Path | None = N
 def export_trtllm(source: str | Path, output: str | Path, tokenizer: str | Path | None = None,
                   engine_dir: str | Path | None = None, **options) -> TrtllmPlan:
     """The Hugging Face folder, the calibration texts (when the build calibrates) and `build.sh`."""
-    from glotta.core.tokenizer import copy_tokenizer_files
     from glotta.modeling.megatron_hf import to_hf
 
     from .tokenizer_source import read_checkpoint, tokenizer_dir
@@ -217,12 +230,6 @@ def export_trtllm(source: str | Path, output: str | Path, tokenizer: str | Path 
     ckpt = read_checkpoint(source, tok)
     plan = plan_for(ckpt, out, Path(engine_dir) if engine_dir else None, **options)
     validate(plan, ckpt)
-    to_hf(ckpt, tok).save_pretrained(plan.hf_dir, safe_serialization=True)  # eos/bos: TRT-LLM's end_id
-    if plan.calibrates:
-        write_calibration(plan)
-    copy_tokenizer_files(tok, plan.hf_dir)
-    build = out / "build.sh"
-    build.write_text(script(plan))
-    build.chmod(0o755)
+    write_build(plan, to_hf(ckpt, tok), tok, out / "build.sh")
     update_repository(plan)
     return plan

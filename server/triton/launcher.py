@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -32,6 +31,7 @@ from typing import Callable
 
 import httpx
 
+from glotta.core.net import port_taken
 from glotta.core.paths import cache_dir
 from glotta.modeling.model_folder import ModelFolder
 
@@ -97,6 +97,7 @@ class TritonServer:
                              f"tritonserver-{self.host}-{self.http_port}-{time.strftime('%Y%m%d-%H%M%S')}.log")
         self.proc: subprocess.Popen | None = None
         self._watchdog: subprocess.Popen | None = None
+        self._stopping = False  # stop() was asked for: an exit then is no death for watch() to report
 
     @property
     def grpc_url(self) -> str:
@@ -165,15 +166,10 @@ class TritonServer:
         """Refuse ports another process holds: attaching to someone else's Triton would serve its models, then lose
         them when it goes away."""
         for port in (self.http_port, self.grpc_port, self.metrics_port):
-            with socket.socket() as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind((self.host, port))
-                except OSError:
-                    raise TritonLaunchError(
-                        f"port {self.host}:{port} is in use (another tritonserver?): pick other ports (--triton-base-port)"
-                        f", or pass --triton-url {self.host}:{self.grpc_port} to use the server that holds them"
-                    ) from None
+            if port_taken(self.host, port):
+                raise TritonLaunchError(
+                    f"port {self.host}:{port} is in use (another tritonserver?): pick other ports (--triton-base-port)"
+                    f", or pass --triton-url {self.host}:{self.grpc_port} to use the server that holds them")
 
     def start(self, timeout: float = 180.0, detach: bool = False) -> "TritonServer":
         """Start in a process group of its own; unless `detach`, a watchdog ends that group if this process dies."""
@@ -251,7 +247,7 @@ class TritonServer:
         Kubernetes) restarts the pair: a gateway never keeps running in front of a Triton it no longer owns."""
         def wait() -> None:
             code = self.proc.wait()
-            if getattr(self, "_stopping", False):
+            if self._stopping:
                 return
             log.error("tritonserver pid %d exited with %s; see %s", self.proc.pid, code, self.log_path)
             stop_group(self.proc.pid, STOP_GRACE_S)  # its stubs, orphaned in its group
@@ -280,8 +276,6 @@ def stop_detached(workdir: Path | None = None) -> bool:
 
 def busy_ports(host: str, ports: tuple[int, ...], timeout: float = 5.0) -> list[int]:
     """The ports still held after a stop, once the kernel had `timeout` seconds to release them."""
-    from glotta.core.net import port_taken
-
     deadline = time.monotonic() + timeout
     while True:
         busy = [p for p in ports if port_taken(host, p)]
