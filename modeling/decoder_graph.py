@@ -32,7 +32,7 @@ from .rope import rope_tables
 from .spec import Architecture
 
 MS = "com.microsoft"
-GRAPH_VERSION = 2  # bump when the graph changes: cached graphs are keyed by it
+GRAPH_VERSION = 3  # bump when the graph changes: cached graphs are keyed by it
 
 
 def past_names(n_layer: int) -> list[str]:
@@ -43,22 +43,33 @@ def present_names(n_layer: int) -> list[str]:
     return [f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
 
 
-INT4_BLOCK = 32  # weights per 4-bit block (one scale and zero point each), along the input dimension
-INT4_ACCURACY = 4  # MatMulNBits accuracy_level 4: activations quantized to int8 per block, integer dot products
+# Weight-only quantization through ONNX Runtime's MatMulNBits: asymmetric blocks along the input dimension, one scale
+# and zero point per block. accuracy_level 4: activations quantized to int8 per block, integer dot products (VNNI).
+# Chosen by measure on the 124M GPT-2 shape (benchmarks/decode_profile.py) and French text (quantization_quality.py):
+# INT8 in blocks of 128 against DynamicQuantizeMatMul (per-column weights, per-tensor activations): 1.47× tokens/s at
+# batch 1, 1.11× at 16, fp32's next token kept 0.991 vs 0.987. INT4: the 4-bit head was what cost quality (greedy
+# text equal to fp32's 0.69 → 0.87 with an 8-bit head; llama.cpp keeps its head at 6 bits for q4_0), and 4-bit
+# blocks of 128 beside it kept as much as blocks of 32 while 1.11× (batch 1) and 1.19× (16) faster.
+BLOCKWISE = {"int8": (8, 128), "int4": (4, 128)}  # precision → (bits, block) of the layers' projections
+HEAD_BLOCKWISE = (8, 128)  # the LM head, at every quantized precision
+NBITS_ACCURACY = 4
 
 
-def quantize_int4(weight: np.ndarray, block: int = INT4_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[K, N] float weights → MatMulNBits' (B uint8 [N, blocks, block/2], scales float [N·blocks], zero points
-    uint8 [N·ceil(blocks/2)]): asymmetric 4-bit per block of `block` inputs, two values per byte, low nibble first."""
+def quantize_blocks(weight: np.ndarray, bits: int, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[K, N] float weights → MatMulNBits' (B uint8 [N, blocks, block·bits/8], scales float [N·blocks], zero points
+    uint8 [N·blocks] for 8 bits, [N·ceil(blocks/2)] for 4): the range of each block holds 0, so padding stays exact;
+    4-bit values go two per byte, low nibble first."""
     k, n = weight.shape
-    blocks = -(-k // block)
+    blocks, top = -(-k // block), 2**bits - 1
     w = np.zeros((blocks * block, n), np.float32)
     w[:k] = weight
     w = w.T.reshape(n, blocks, block)
-    lo, hi = np.minimum(w.min(-1), 0.0), np.maximum(w.max(-1), 0.0)  # the range holds 0: padding stays exact
-    scale = np.maximum(hi - lo, 1e-12) / 15.0
-    zero = np.clip(np.rint(-lo / scale), 0, 15).astype(np.uint8)
-    q = np.clip(np.rint(w / scale[..., None]) + zero[..., None], 0, 15).astype(np.uint8)
+    lo, hi = np.minimum(w.min(-1), 0.0), np.maximum(w.max(-1), 0.0)
+    scale = np.maximum(hi - lo, 1e-12) / top
+    zero = np.clip(np.rint(-lo / scale), 0, top).astype(np.uint8)
+    q = np.clip(np.rint(w / scale[..., None]) + zero[..., None], 0, top).astype(np.uint8)
+    if bits == 8:
+        return q, scale.astype(np.float32).reshape(-1), zero.reshape(-1)
     packed = (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8)
     zp = np.zeros((n, -(-blocks // 2) * 2), np.uint8)
     zp[:, :blocks] = zero
@@ -69,8 +80,7 @@ def quantize_int4(weight: np.ndarray, block: int = INT4_BLOCK) -> tuple[np.ndarr
 class _Builder:
     def __init__(self, weights: dict[str, np.ndarray], precision: str) -> None:
         self.weights = weights
-        self.int8 = precision == "int8"
-        self.int4 = precision == "int4"
+        self.precision = precision
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.used: set[str] = set()
@@ -93,30 +103,20 @@ class _Builder:
         return outs
 
     def matmul(self, x: str, w: str, bias: str | None = None, out: str | None = None) -> str:
-        """x @ W (+ bias), into `out` if given. INT8: weights quantized per output column (symmetric), activations
-        per call by DynamicQuantizeMatMul — a quarter of the bytes to stream per step, and integer dot products."""
+        """x @ W (+ bias), into `out` if given; quantized precisions stream about a quarter (INT8) or a sixth (INT4,
+        its head in 8 bits) of fp32's bytes per step."""
         self.n += 1
         out = out or f"matmul_{self.n}"
-        if self.int8:
-            weight = np.asarray(self.weights[w], np.float32)
-            scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0
-            # unsigned weights around 128: x86 without VNNI multiplies u8·s8 pairs into saturating 16-bit sums
-            # (14 % error measured on random weights), u8·u8 widens first (1 %)
-            q = (np.clip(np.rint(weight / scale), -127, 127) + 128).astype(np.uint8)
-            args = [x, self.const(w + ".int8", q), self.const(w + ".scale", scale.astype(np.float32)),
-                    self.const(w + ".zero", np.full(q.shape[1], 128, np.uint8)), self.w(bias) if bias else ""]
-            self.nodes.append(helper.make_node("DynamicQuantizeMatMul", args, [out], name=f"DQMatMul_{self.n}",
-                                               domain=MS))
-            return out
         product = f"{out}_nobias" if bias else out
-        if self.int4:  # an eighth of fp32's bytes per step: ONNX Runtime's MatMulNBits, block-wise 4-bit weights
+        if self.precision in BLOCKWISE:
+            bits, block = HEAD_BLOCKWISE if w == "lm_head" else BLOCKWISE[self.precision]
             k, n = np.shape(self.weights[w])
-            packed, scales, zeros = quantize_int4(np.asarray(self.weights[w], np.float32))
-            args = [x, self.const(w + ".int4", packed), self.const(w + ".scales", scales),
+            packed, scales, zeros = quantize_blocks(np.asarray(self.weights[w], np.float32), bits, block)
+            args = [x, self.const(f"{w}.q{bits}", packed), self.const(w + ".scales", scales),
                     self.const(w + ".zeros", zeros)]
             self.nodes.append(helper.make_node("MatMulNBits", args, [product], name=f"MatMulNBits_{self.n}",
-                                               domain=MS, K=k, N=n, bits=4, block_size=INT4_BLOCK,
-                                               accuracy_level=INT4_ACCURACY))
+                                               domain=MS, K=k, N=n, bits=bits, block_size=block,
+                                               accuracy_level=NBITS_ACCURACY))
         else:
             self.nodes.append(helper.make_node("MatMul", [x, self.w(w)], [product], name=f"MatMul_{self.n}"))
         if bias:
@@ -125,7 +125,7 @@ class _Builder:
 
 
 def build_decoder(spec: Architecture, weights: dict[str, np.ndarray], precision: str = "fp32") -> onnx.ModelProto:
-    """The fused decoder in `precision`: fp32, int8 (DynamicQuantizeMatMul) or int4 (MatMulNBits), the head too."""
+    """The fused decoder in `precision`: fp32, or int8 / int4 weight blocks (MatMulNBits), the head too."""
     b = _Builder(weights, precision)
     learned, layernorm, gelu = spec.positions == "learned", spec.norm == "layernorm", spec.mlp == "gelu"
     E, L = spec.n_embd, spec.n_layer

@@ -3,8 +3,8 @@
 A folder's weights are either already the fused decoder (`weights: fused`, a converted Hugging Face folder) or an
 exchange export (`weights: exchange`: the shipped demo models, Megatron exports). Either way the fused fp32, INT8 or
 INT4 graph is built from them at first use and cached by content hash, so nothing extra is committed and a new graph
-version rebuilds by itself. INT8 is quantized here, per output column, rather than by ONNX Runtime's
-`quantize_dynamic` (which cannot type the contrib operators' outputs and leaves the head in fp32).
+version rebuilds by itself. INT8 and INT4 are quantized here, in blocks (decoder_graph.BLOCKWISE), rather than by
+ONNX Runtime's `quantize_dynamic` (which cannot type the contrib operators' outputs and leaves the head in fp32).
 """
 
 from __future__ import annotations
